@@ -1,0 +1,83 @@
+"""The ``devstack`` command: parse arguments, call into the package, map errors to exit codes.
+
+Exit codes: 0 success; 1 services failed or crashed; 2 invalid manifest; 3 state folder locked by
+a live run; 4 a port that must not move is taken; 5 a service could not start; 6 TLS; 7 trust
+store; 130 interrupted before anything started. See devstack.errors for the tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from devstack import __version__
+from devstack.errors import DevstackError
+
+EXIT_INTERRUPTED = 130
+
+
+def _manifest_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-f",
+        "--file",
+        type=Path,
+        metavar="FILE",
+        help="the manifest (default: devstack.yaml in this folder, else Procfile)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="devstack",
+        description="Run every service of a web stack locally, behind one HTTPS origin.",
+    )
+    parser.add_argument("--version", action="version", version=f"devstack {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="start every service and the proxy; Ctrl-C stops them")
+    _manifest_argument(up)
+    up.add_argument("--port", type=int, metavar="N", help="the proxy's port (overrides proxy.port)")
+    up.add_argument("--no-proxy", action="store_true", help="start the services only")
+    up.add_argument("-v", "--verbose", action="store_true", help="debug lines, one per request")
+
+    check = commands.add_parser("check", help="validate the manifest without starting anything")
+    _manifest_argument(check)
+
+    ports = commands.add_parser("ports", help="each service's wanted and actual port")
+    _manifest_argument(ports)
+
+    commands.add_parser("ca", help="print the path of devstack's CA certificate")
+
+    trust = commands.add_parser("trust", help="install devstack's CA in the system and browsers")
+    trust.add_argument("--uninstall", action="store_true", help="remove it again")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except DevstackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from devstack import commands
+
+    handler = {
+        "up": commands.up,
+        "check": commands.check,
+        "ports": commands.ports,
+        "ca": commands.ca,
+        "trust": commands.trust,
+    }[args.command]
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

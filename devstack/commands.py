@@ -1,0 +1,81 @@
+"""What each CLI command does, in terms of the package; ``cli.py`` only parses and maps errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from devstack import manifest
+from devstack.lock import live_record
+from devstack.output import Printer
+
+
+def _load(args: argparse.Namespace) -> manifest.LoadResult:
+    result = manifest.load(args.file)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return result
+
+
+def up(args: argparse.Namespace) -> int:
+    from devstack.app import UpOptions, run
+
+    spec = _load(args).spec
+    options = UpOptions(proxy_port=args.port, proxy=not args.no_proxy, verbose=args.verbose)
+    printer = Printer(spec.services, logs_dir=spec.state_dir / "logs")
+    try:
+        return run(spec, options, printer)
+    finally:
+        printer.close()
+
+
+def check(args: argparse.Namespace) -> int:
+    result = _load(args)
+    spec = result.spec
+    routes = f", {len(spec.routes)} route(s)" if spec.routes else ""
+    print(f"{spec.manifest_path}: ok: {len(spec.services)} service(s){routes}")
+    return 0
+
+
+def ports(args: argparse.Namespace) -> int:
+    from devstack.ports import assign_ports
+
+    spec = _load(args).spec
+    record = live_record(spec.state_dir)
+    if record is not None and isinstance(record.get("ports"), dict):
+        rows = record["ports"]
+        source = f"running (pid {record.get('pid')})"
+    else:
+        rows = {
+            name: {"wanted": a.wanted, "port": a.port, "holder": str(a.holder) if a.holder else None}
+            for name, a in assign_ports(spec).items()
+        }
+        source = "not running; what `devstack up` would use now"
+    table = [("service", "wanted", "actual", "note")]
+    for name, row in rows.items():
+        note = f"{row['wanted']} is held by {row['holder']}" if row.get("holder") else ""
+        wanted = "-" if row.get("wanted") is None else str(row["wanted"])
+        table.append((name, wanted, str(row["port"]), note))
+    widths = [max(len(r[i]) for r in table) for i in range(3)]
+    print(f"# {spec.manifest_path}: {source}")
+    for r in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)) + "  " + r[3])
+    return 0
+
+
+def ca(args: argparse.Namespace) -> int:
+    from devstack.tls import ca_cert_path
+
+    print(ca_cert_path())
+    return 0
+
+
+def trust(args: argparse.Namespace) -> int:
+    from devstack import trust as trust_store
+    from devstack.tls import load_or_create_ca
+
+    authority = load_or_create_ca()
+    report = trust_store.uninstall(authority) if args.uninstall else trust_store.install(authority)
+    for line in report.lines():
+        print(line)
+    return 0

@@ -1,0 +1,81 @@
+"""``.env`` files and the environment each service's process starts with.
+
+Everything here builds plain dicts; nothing reads or writes ``os.environ``. The caller passes the
+parent's environment in as ``base``.
+
+A service's environment, from weakest to strongest:
+
+1. ``base``: the environment devstack itself was started with;
+2. ``HOST=127.0.0.1`` and ``PYTHONUNBUFFERED=1`` (so Python children print as they go);
+3. the service's ``env`` (its ``env_file`` files merged under its ``env:`` mapping at load time),
+   so a service may set ``HOST`` or ``PYTHONUNBUFFERED`` itself;
+4. ``PORT``: the port the service got, unless its ``env`` sets ``PORT`` explicitly;
+5. for every service in the stack, ``DEVSTACK_<NAME>_PORT`` and
+   ``DEVSTACK_<NAME>_URL=http://127.0.0.1:<port>``, where ``<NAME>`` is the service name
+   upper-cased with every character outside ``[A-Z0-9]`` turned into ``_``
+   (see :func:`service_variable_prefix`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from honcho import environ
+
+from devstack.config import ServiceSpec
+from devstack.errors import ManifestError
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK_HOST = "127.0.0.1"
+_NOT_VARIABLE_CHARACTER = re.compile(r"[^A-Z0-9]")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a ``KEY=value`` file the way honcho (and foreman) do.
+
+    Raises :class:`ManifestError` naming ``path`` when it cannot be read or is not UTF-8 text.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ManifestError(
+            f"cannot read environment file: {exc.strerror or exc}", path=path
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ManifestError(
+            f"environment file is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+            f"{exc.start})",
+            path=path,
+        ) from exc
+    values: dict[str, str] = environ.parse(text)
+    return values
+
+
+def service_variable_prefix(name: str) -> str:
+    """``DEVSTACK_<NAME>``: the stem of the variables that tell other services where ``name``
+    listens (``web-app`` -> ``DEVSTACK_WEB_APP``)."""
+    return "DEVSTACK_" + _NOT_VARIABLE_CHARACTER.sub("_", name.upper())
+
+
+def service_environment(
+    service: ServiceSpec, ports: Mapping[str, int], base: Mapping[str, str]
+) -> dict[str, str]:
+    """The complete environment of ``service``'s process, given the port every service got.
+
+    ``PORT`` is left out when ``service`` has no entry in ``ports`` (and its env sets none).
+    """
+    env = dict(base)
+    env["HOST"] = LOOPBACK_HOST
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(service.env)
+    if "PORT" not in service.env and service.name in ports:
+        env["PORT"] = str(ports[service.name])
+    for name, port in ports.items():
+        prefix = service_variable_prefix(name)
+        env[f"{prefix}_PORT"] = str(port)
+        env[f"{prefix}_URL"] = f"http://{LOOPBACK_HOST}:{port}"
+    return env

@@ -1,0 +1,207 @@
+"""The route table: which service or folder answers a (host, path). Pure: no I/O, no sockets.
+
+Rules, in the order they decide:
+
+1. A route with a ``host`` beats every route without one (hosts match case-insensitively,
+   without the port and without a trailing dot).
+2. Among the routes left, the longest path prefix wins, whatever the order in the manifest.
+   ``/api`` matches ``/api`` and ``/api/x``, never ``/apix``; ``/`` matches everything.
+3. On a tie (same host, same prefix), a route written in the manifest beats an implicit one.
+
+Implicit routes: every service answers at ``<name>.localhost`` (a host route with prefix ``/``).
+Without any ``routes`` in the manifest (a Procfile), the ``web`` service (or else the first one)
+also answers at ``/`` on every allowed host.
+
+Static routes are mounts: the URL path below the route's prefix names a file below the folder
+(``path: /assets, static: public`` serves ``/assets/app.js`` from ``public/app.js``). Service
+routes send the path unchanged unless ``strip_prefix`` is set, in which case the prefix is
+removed (``/startup/x`` -> ``/x``) and sent along as ``X-Forwarded-Prefix``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.config import StackSpec
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+"""Hosts that always reach the proxy; together with ``*.localhost`` they are always allowed."""
+
+DEFAULT_SERVICE_NAME = "web"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a matched request goes: exactly one of ``service`` and ``static`` is set."""
+
+    service: str | None = None
+    static: Path | None = None
+    strip_prefix: bool = False
+
+    def describe(self) -> str:
+        if self.service is not None:
+            return f"service {self.service}"
+        return f"files in {self.static}"
+
+
+@dataclass(frozen=True)
+class Route:
+    host: str | None
+    """Normalised host (lower case, no port), or ``None`` for any allowed host."""
+    prefix: str
+    """Normalised path prefix: starts with ``/``, no trailing slash unless it is ``/``."""
+    target: Target
+    is_implicit: bool = False
+    line: int | None = None
+
+    def matches_path(self, path: str) -> bool:
+        prefix = self.prefix
+        if prefix == "/":
+            return True
+        return path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/")
+
+    def describe(self) -> dict[str, str | int | None]:
+        return {
+            "host": self.host,
+            "path": self.prefix,
+            "target": self.target.describe(),
+            "strip_prefix": self.target.strip_prefix,
+            "line": self.line,
+        }
+
+
+@dataclass(frozen=True)
+class Match:
+    """A resolved request: the route, and the path to send on (or to look up under the folder)."""
+
+    route: Route
+    path: str
+    """For a service: the path to send upstream. For a static route: the path below its root."""
+    stripped_prefix: str | None = None
+    """The prefix removed from the path, when it was (``X-Forwarded-Prefix``)."""
+
+    @property
+    def target(self) -> Target:
+        return self.route.target
+
+
+@functools.lru_cache(maxsize=512)
+def normalize_host(host: str) -> str:
+    """``Example.LOCALHOST:8443`` -> ``example.localhost``; ``[::1]:8443`` -> ``[::1]``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end != -1 else host
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    elif host.count(":") > 1:
+        # A bare IPv6 address without brackets (not valid in a Host header, but be kind).
+        host = f"[{host}]"
+    return host.rstrip(".")
+
+
+def normalize_prefix(path: str | None) -> str:
+    if not path or path == "/":
+        return "/"
+    if not path.startswith("/"):
+        path = "/" + path
+    return path.rstrip("/") or "/"
+
+
+class RouteTable:
+    """Routes sorted for lookup; build one with :meth:`from_spec` (or from routes in a test)."""
+
+    def __init__(self, routes: Iterable[Route], *, extra_hosts: Iterable[str] = ()) -> None:
+        order = sorted(
+            routes, key=lambda r: (r.host is None, -len(r.prefix), r.is_implicit)
+        )
+        self.routes: tuple[Route, ...] = tuple(order)
+        by_host: dict[str, list[Route]] = {}
+        for route in order:
+            if route.host is not None:
+                by_host.setdefault(route.host, []).append(route)
+        self._by_host = {host: tuple(rs) for host, rs in by_host.items()}
+        self._any_host = tuple(r for r in order if r.host is None)
+        self.allowed_hosts: frozenset[str] = frozenset(
+            {normalize_host(h) for h in extra_hosts} | set(self._by_host)
+        )
+
+    @classmethod
+    def from_spec(cls, spec: StackSpec) -> RouteTable:
+        routes = [
+            Route(
+                host=normalize_host(r.host) if r.host else None,
+                prefix=normalize_prefix(r.path),
+                target=Target(
+                    service=r.service,
+                    static=_absolute(spec, r.static) if r.static is not None else None,
+                    strip_prefix=r.strip_prefix,
+                ),
+                line=r.line,
+            )
+            for r in spec.routes
+        ]
+        routes += [
+            Route(host=f"{name}.localhost", prefix="/", target=Target(service=name), is_implicit=True)
+            for name in spec.services
+        ]
+        if not spec.routes and spec.services:
+            default = DEFAULT_SERVICE_NAME if DEFAULT_SERVICE_NAME in spec.services else None
+            default = default or next(iter(spec.services))
+            routes.append(
+                Route(host=None, prefix="/", target=Target(service=default), is_implicit=True)
+            )
+        return cls(routes, extra_hosts=spec.proxy.hosts)
+
+    def resolve(self, host: str, path: str) -> Match | None:
+        """The route for a request to ``host`` (a Host header, port allowed) and ``path``
+        (decoded, without the query), or ``None`` when nothing matches."""
+        for route in self._by_host.get(normalize_host(host), ()):
+            if route.matches_path(path):
+                return _match(route, path)
+        for route in self._any_host:
+            if route.matches_path(path):
+                return _match(route, path)
+        return None
+
+    def describe(self) -> list[dict[str, str | int | None]]:
+        """The routes in the order they are tried, for the 404 page and ``devstack routes``."""
+        return [route.describe() for route in self.routes]
+
+
+def _match(route: Route, path: str) -> Match:
+    strip = route.target.static is not None or route.target.strip_prefix
+    if not strip or route.prefix == "/":
+        return Match(route, path)
+    rest = path[len(route.prefix) :] or "/"
+    return Match(route, rest, stripped_prefix=route.prefix)
+
+
+def _absolute(spec: StackSpec, folder: Path) -> Path:
+    return folder if folder.is_absolute() else spec.root / folder
+
+
+def certificate_hosts(spec: StackSpec) -> list[str]:
+    """Every name the proxy's certificate must cover, without duplicates, in a stable order."""
+    names = ["localhost", "127.0.0.1", "::1"]
+    names += [f"{name}.localhost".lower() for name in spec.services]
+    names += [normalize_host(r.host) for r in spec.routes if r.host]
+    names += [normalize_host(h).strip("[]") for h in spec.proxy.hosts]
+    return list(dict.fromkeys(names))
+
+
+def is_allowed_host(host: str, table: RouteTable) -> bool:
+    """True for loopback names, ``*.localhost``, route hosts and ``proxy.hosts`` entries.
+
+    Anything else is refused before it reaches a service: a page on another site can point its
+    own DNS name at 127.0.0.1 (DNS rebinding), but it cannot make the browser send our names.
+    """
+    name = normalize_host(host)
+    return (
+        name in LOOPBACK_NAMES
+        or name.endswith(".localhost")
+        or name in table.allowed_hosts
+    )

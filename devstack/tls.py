@@ -1,0 +1,551 @@
+"""The local certificate authority, the proxy's leaf certificate and the SSL contexts built on them.
+
+Layout under :func:`devstack_home` (folders 0700, every file holding a key 0600)::
+
+    tls/ca.crt              the CA certificate (what users trust; ``devstack ca`` prints its path)
+    tls/ca.key              its private key, made once and never silently replaced
+    tls/certs/<digest>.pem  a cached leaf: key + certificate, one file per (CA, host set)
+
+The CA is ECDSA P-256, valid for ten years. A leaf names every host explicitly in its
+subjectAltName (no wildcards under ``localhost``), is ECDSA P-256 with the serverAuth usage and is
+valid for :data:`LEAF_VALIDITY` (90 days). It is renewed when less than a third of that is left, or
+when the host set changes, by loading the new chain into the *same* :class:`ssl.SSLContext`: new
+handshakes get the new certificate, the server keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import fcntl
+import getpass
+import hashlib
+import ipaddress
+import logging
+import os
+import re
+import secrets
+import socket
+import ssl
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from devstack.config import StackSpec
+from devstack.errors import TLSError
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+
+CA_VALIDITY = dt.timedelta(days=3650)
+LEAF_VALIDITY = dt.timedelta(days=90)
+"""Well under the 397 days browsers accept; renewal is automatic, so short is cheap."""
+RENEW_FRACTION = 3
+"""A leaf is renewed once less than 1/RENEW_FRACTION of its validity is left."""
+BACKDATE = dt.timedelta(minutes=5)
+"""notBefore lies a little in the past, so a client whose clock lags slightly still accepts it."""
+BASE_HOSTS = ("localhost", "127.0.0.1", "::1")
+ALPN_PROTOCOLS = ["http/1.1"]
+
+_TLS_DIR = "tls"
+_CA_CERT = "ca.crt"
+_CA_KEY = "ca.key"
+_LEAF_DIR = "certs"
+_LOCK = ".lock"
+_DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def devstack_home() -> Path:
+    """Where devstack keeps per-user data (the CA, cached certificates). Not created here.
+
+    ``$DEVSTACK_HOME`` wins; otherwise ``~/Library/Application Support/devstack`` on macOS and
+    ``$XDG_DATA_HOME/devstack`` (default ``~/.local/share/devstack``) elsewhere.
+    """
+    override = os.environ.get("DEVSTACK_HOME")
+    if override:
+        return Path(override).expanduser()
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "devstack"
+    xdg = os.environ.get("XDG_DATA_HOME")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "devstack"
+    return Path.home() / ".local" / "share" / "devstack"
+
+
+# --- the certificate authority ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    """devstack's local CA as loaded from disk."""
+
+    cert_path: Path
+    key_path: Path
+    certificate: x509.Certificate = field(repr=False, compare=False)
+    private_key: ec.EllipticCurvePrivateKey = field(repr=False, compare=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the DER certificate, lowercase hex."""
+        return self.certificate.fingerprint(hashes.SHA256()).hex()
+
+    @property
+    def short_fingerprint(self) -> str:
+        return self.fingerprint[:16]
+
+    @property
+    def name(self) -> str:
+        """The CA's common name, as trust stores and browsers show it."""
+        names = self.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return str(names[0].value) if names else self.certificate.subject.rfc4514_string()
+
+    @property
+    def pem(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def not_after(self) -> dt.datetime:
+        return self.certificate.not_valid_after_utc
+
+
+def tls_dir(home: Path | None = None) -> Path:
+    return (home if home is not None else devstack_home()) / _TLS_DIR
+
+
+def load_or_create_ca(home: Path | None = None, *, clock: Clock = utc_now) -> CertificateAuthority:
+    """Load the CA from ``home`` (default :func:`devstack_home`), creating it on first use.
+
+    A certificate whose key is missing, unreadable or not its own is a :class:`TLSError`: a new CA
+    would silently invalidate every trust store the old one was installed in.
+    """
+    folder = _private_dir(tls_dir(home))
+    cert_path, key_path = folder / _CA_CERT, folder / _CA_KEY
+    if not cert_path.exists():
+        with _locked(folder):
+            if not cert_path.exists():
+                _create_ca(cert_path, key_path, clock())
+    ca = _load_ca(cert_path, key_path)
+    if ca.not_after <= clock():
+        raise TLSError(
+            f"the local CA {cert_path} expired on {ca.not_after:%Y-%m-%d}; move the folder "
+            f"{folder} away so a new CA is made, then trust the new one again"
+        )
+    return ca
+
+
+def ca_cert_path(home: Path | None = None) -> Path:
+    """The CA certificate's path (for ``devstack ca``); creates the CA if there is none yet."""
+    return load_or_create_ca(home).cert_path
+
+
+def _create_ca(cert_path: Path, key_path: Path, now: dt.datetime) -> None:
+    if key_path.exists():
+        # Only a creation interrupted between the two renames leaves a key without its
+        # certificate; nothing can trust a certificate that never existed. Keep it, aside.
+        aside = key_path.with_name(f"{key_path.name}.orphan-{now:%Y%m%dT%H%M%S}")
+        logger.warning("found CA key %s without its certificate; moved it to %s", key_path, aside)
+        key_path.rename(aside)
+    key = ec.generate_private_key(ec.SECP256R1())
+    who = f"{_user()}@{socket.gethostname()}"
+    name = _name(f"devstack local CA ({who})", "devstack local development CA", unit=who)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = _certificate(
+        subject=name,
+        issuer=name,
+        public_key=key.public_key(),
+        signing_key=key,
+        not_before=now - BACKDATE,
+        not_after=now + CA_VALIDITY,
+        extensions=[
+            (x509.BasicConstraints(ca=True, path_length=0), True),
+            (_key_usage(cert_sign=True), True),
+            (ski, False),
+            (x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False),
+        ],
+    )
+    # The key goes first: the certificate's presence is what says "a CA exists".
+    _write_private(key_path, _key_pem(key))
+    _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    logger.info("created the local CA %r in %s", f"devstack local CA ({who})", cert_path.parent)
+
+
+def _load_ca(cert_path: Path, key_path: Path) -> CertificateAuthority:
+    start_over = (
+        f"restore {key_path} from a backup, or start over with a new CA: remove (or untrust) "
+        f"the old one, delete {cert_path}, run devstack again and trust the new CA"
+    )
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise TLSError(
+            f"cannot read the local CA certificate {cert_path}: {exc}; {start_over}"
+        ) from exc
+    if not key_path.exists():
+        raise TLSError(
+            f"the local CA certificate {cert_path} exists but its key {key_path} is missing; "
+            + start_over
+        )
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise TLSError(f"cannot read the local CA key {key_path}: {exc}; {start_over}") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not _same_public_key(key, cert):
+        raise TLSError(
+            f"the key {key_path} does not belong to the CA certificate {cert_path}; {start_over}"
+        )
+    _tighten(key_path, 0o600)
+    return CertificateAuthority(
+        cert_path=cert_path, key_path=key_path, certificate=cert, private_key=key
+    )
+
+
+# --- hosts --------------------------------------------------------------------------------------
+
+
+def certificate_hosts(spec: StackSpec) -> tuple[str, ...]:
+    """Every name the proxy answers to: the base names, ``<service>.localhost``, ``proxy.hosts``."""
+    services = (f"{name}.localhost" for name in sorted(spec.services))
+    return normalize_hosts([*BASE_HOSTS, *services, *spec.proxy.hosts])
+
+
+def normalize_hosts(hosts: Iterable[str]) -> tuple[str, ...]:
+    """:data:`BASE_HOSTS` first, then the other hosts, lowercased, deduplicated and sorted."""
+    extra = {normalize_host(h) for h in hosts} - set(BASE_HOSTS)
+    return (*BASE_HOSTS, *sorted(extra))
+
+
+def normalize_host(host: str) -> str:
+    """One SAN entry: an IP address in canonical form or a lowercase ASCII (IDNA) DNS name."""
+    text = host.strip().removeprefix("[").removesuffix("]").rstrip(".")
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.ip_address(text))
+    try:
+        name = text.encode("idna").decode("ascii").lower()
+    except UnicodeError as exc:
+        raise TLSError(
+            f"host {host!r} is not a valid DNS name ({exc}); fix it in proxy.hosts"
+        ) from exc
+    labels = name.split(".")
+    wildcard = labels[0] == "*"
+    if wildcard and (len(labels) < 3 or labels[-1] == "localhost"):
+        raise TLSError(
+            f"host {host!r}: wildcards under localhost or a top-level domain are not accepted by "
+            f"browsers; list each name (for example app.localhost) in proxy.hosts instead"
+        )
+    checked = labels[1:] if wildcard else labels
+    if not name or len(name) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in checked):
+        raise TLSError(f"host {host!r} is not a valid DNS name; use letters, digits, '-' and '.'")
+    return name
+
+
+# --- the leaf certificate -----------------------------------------------------------------------
+
+
+class ServerCertificate:
+    """The proxy's leaf certificate and the one server :class:`ssl.SSLContext` that serves it.
+
+    ``clock`` must return aware UTC datetimes; tests inject one to drive renewal.
+    """
+
+    def __init__(
+        self, ca: CertificateAuthority, hosts: Sequence[str], *, clock: Clock = utc_now
+    ) -> None:
+        self._ca = ca
+        self._clock = clock
+        self._hosts = normalize_hosts(hosts)
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self._context.set_alpn_protocols(ALPN_PROTOCOLS)
+        self._certificate, self._path = self._load_or_issue(self._hosts)
+        self._context.load_cert_chain(self._path)
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        """Server side, TLS 1.2 or newer, ALPN ``http/1.1``; the same object for the whole run."""
+        return self._context
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        return self._hosts
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return self._certificate
+
+    @property
+    def path(self) -> Path:
+        """The cached PEM file (key and certificate) currently loaded into :attr:`context`."""
+        return self._path
+
+    @property
+    def renew_at(self) -> dt.datetime:
+        """When the current certificate is due for renewal."""
+        return _renew_at(self._certificate)
+
+    def renew_if_needed(self) -> bool:
+        """Reissue the leaf and reload it into :attr:`context` if it is due; True if it was."""
+        if self._clock() < self.renew_at:
+            return False
+        self._issue_and_load("renewed")
+        return True
+
+    def update_hosts(self, hosts: Sequence[str]) -> bool:
+        """Serve a certificate for a new host set (a service was added); True if it changed."""
+        new = normalize_hosts(hosts)
+        if new == self._hosts:
+            return False
+        certificate, path = self._load_or_issue(new)
+        self._context.load_cert_chain(path)
+        self._hosts, self._certificate, self._path = new, certificate, path
+        logger.info("now serving a certificate for %s", ", ".join(new))
+        return True
+
+    async def keep_renewed(self, check_every_seconds: float = 3600) -> None:
+        """Renew the certificate whenever it is due, until cancelled.
+
+        Checks at least every ``check_every_seconds`` (the monotonic clock stops while a laptop
+        sleeps, so waiting for the due date in one sleep could oversleep it). A failed renewal
+        is logged and retried: the current certificate still has a third of its life left.
+        """
+        while True:
+            due_in = (self.renew_at - self._clock()).total_seconds()
+            await asyncio.sleep(max(0.0, min(check_every_seconds, due_in)))
+            try:
+                # Inline, not in an executor: an EC P-256 key and a signature take about a
+                # millisecond, and the files written are a few hundred bytes.
+                self.renew_if_needed()
+            except (TLSError, OSError, ssl.SSLError) as exc:
+                logger.warning("could not renew the TLS certificate (will retry): %s", exc)
+                await asyncio.sleep(check_every_seconds)
+
+    def _issue_and_load(self, verb: str) -> None:
+        path = self._cache_path(self._hosts)
+        with _locked(path.parent):
+            certificate = _issue_leaf(self._ca, self._hosts, self._clock(), path)
+        self._context.load_cert_chain(path)
+        self._certificate, self._path = certificate, path
+        logger.info("%s the TLS certificate; valid until %s", verb, certificate.not_valid_after_utc)
+
+    def _load_or_issue(self, hosts: tuple[str, ...]) -> tuple[x509.Certificate, Path]:
+        """The cached leaf for ``hosts`` if usable (a warm start makes no key), else a new one."""
+        path = self._cache_path(hosts)
+        cached = self._load_cached(path, hosts)
+        if cached is None:
+            with _locked(path.parent):
+                cached = self._load_cached(path, hosts)  # another process may have just made it
+                if cached is None:
+                    cached = _issue_leaf(self._ca, hosts, self._clock(), path)
+                    logger.info("issued a TLS certificate for %s", ", ".join(hosts))
+        return cached, path
+
+    def _cache_path(self, hosts: tuple[str, ...]) -> Path:
+        key = "\n".join([self._ca.fingerprint, *hosts]).encode()
+        folder = _private_dir(self._ca.cert_path.parent / _LEAF_DIR)
+        return folder / f"{hashlib.sha256(key).hexdigest()[:24]}.pem"
+
+    def _load_cached(self, path: Path, hosts: tuple[str, ...]) -> x509.Certificate | None:
+        """The cached leaf if it is usable as is: ours, for exactly these hosts, not due."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            cert = x509.load_pem_x509_certificate(data)
+            key = serialization.load_pem_private_key(data, password=None)
+            cert.verify_directly_issued_by(self._ca.certificate)
+        except (ValueError, TypeError, InvalidSignature) as exc:
+            logger.info("ignoring unusable cached certificate %s: %s", path, exc)
+            return None
+        now = self._clock()
+        usable = (
+            isinstance(key, ec.EllipticCurvePrivateKey)
+            and _same_public_key(key, cert)
+            and _san_hosts(cert) == set(hosts)
+            and cert.not_valid_before_utc <= now < _renew_at(cert)
+        )
+        return cert if usable else None
+
+
+def _issue_leaf(
+    ca: CertificateAuthority, hosts: Sequence[str], now: dt.datetime, path: Path
+) -> x509.Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    ca_ski = ca.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    cert = _certificate(
+        subject=_name(hosts[0], "devstack development certificate"),
+        issuer=ca.certificate.subject,
+        public_key=key.public_key(),
+        signing_key=ca.private_key,
+        not_before=now - BACKDATE,
+        not_after=min(now + LEAF_VALIDITY, ca.not_after),
+        extensions=[
+            (x509.SubjectAlternativeName(list(_general_names(hosts))), False),
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (_key_usage(cert_sign=False), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+            (x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False),
+            (x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), False),
+        ],
+    )
+    # One file holding key and certificate: replaced in one rename, so a reader never pairs a
+    # new certificate with an old key.
+    _write_private(path, _key_pem(key) + cert.public_bytes(serialization.Encoding.PEM))
+    return cert
+
+
+def _general_names(hosts: Iterable[str]) -> Iterator[x509.GeneralName]:
+    for host in hosts:
+        try:
+            yield x509.IPAddress(ipaddress.ip_address(host))
+        except ValueError:
+            yield x509.DNSName(host)
+
+
+def _san_hosts(cert: x509.Certificate) -> set[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    ips = {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    return ips | set(san.get_values_for_type(x509.DNSName))
+
+
+def _renew_at(cert: x509.Certificate) -> dt.datetime:
+    validity = cert.not_valid_after_utc - cert.not_valid_before_utc
+    return cert.not_valid_after_utc - validity / RENEW_FRACTION
+
+
+# --- client side --------------------------------------------------------------------------------
+
+
+def client_context(home: Path | None = None) -> ssl.SSLContext:
+    """A client context that trusts devstack's CA and nothing else, verifying host names."""
+    ca = load_or_create_ca(home)
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca.cert_path))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+# --- files --------------------------------------------------------------------------------------
+
+
+def _name(common_name: str, organization: str, *, unit: str | None = None) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)]
+    if unit is not None:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit[:64]))
+    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]))
+    return x509.Name(attributes)
+
+
+def _certificate(
+    *,
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    signing_key: ec.EllipticCurvePrivateKey,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]],
+) -> x509.Certificate:
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(signing_key, hashes.SHA256())
+
+
+def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=not cert_sign,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _same_public_key(key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> bool:
+    return bool(key.public_key() == cert.public_key())
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no $USER: containers
+        return f"uid{os.getuid()}"
+
+
+def _private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) if needed and make sure only the owner can enter it."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _tighten(path, 0o700)
+    except OSError as exc:
+        raise TLSError(
+            f"cannot create the private folder {path}: {exc}; "
+            "set DEVSTACK_HOME to a folder you can write to"
+        ) from exc
+    return path
+
+
+def _tighten(path: Path, mode: int) -> None:
+    current = path.stat().st_mode & 0o777
+    if current & ~mode:
+        logger.warning("%s had mode %o; setting it to %o", path, current, mode)
+        path.chmod(mode)
+
+
+def _write_private(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file + rename) with ``mode``."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise TLSError(f"cannot write {path}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Serialize writers across processes (two ``devstack`` runs starting at once)."""
+    fd = os.open(folder / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

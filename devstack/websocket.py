@@ -1,0 +1,128 @@
+"""WebSockets through the proxy: the upstream handshake first (so the subprotocol the service
+picks is the one the browser gets), then every frame relayed as it is: text, binary, ping,
+pong, and the close code and reason, in both directions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+from aiohttp import WSMsgType, web
+from multidict import CIMultiDict, istr
+from yarl import URL
+
+from devstack.forward import UpstreamBroken, UpstreamRefused, UpstreamTimeout
+
+logger = logging.getLogger(__name__)
+
+HANDSHAKE_HEADERS = frozenset(
+    istr(name)
+    for name in (
+        "Sec-WebSocket-Key",
+        "Sec-WebSocket-Version",
+        "Sec-WebSocket-Extensions",
+        "Sec-WebSocket-Protocol",
+    )
+)
+"""Negotiated per connection: each leg makes its own (the subprotocol is carried over)."""
+
+_NO_CODE = frozenset({1005, 1006, 1015})
+"""Close codes that describe a missing close frame and must not be sent in one (RFC 6455 7.4.1)."""
+
+_Socket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+
+
+def is_upgrade(request: web.BaseRequest) -> bool:
+    headers = request.headers
+    return (
+        headers.get("Upgrade", "").lower() == "websocket"
+        and "upgrade" in headers.get("Connection", "").lower()
+    )
+
+
+async def bridge(
+    request: web.BaseRequest,
+    session: aiohttp.ClientSession,
+    *,
+    service: str,
+    port: int,
+    path_qs: str,
+    headers: CIMultiDict[str],
+    timeout: float,
+) -> web.StreamResponse:
+    """Connect to the service's WebSocket, accept the client's with the same subprotocol, and
+    relay frames until either side closes. Raises a ``ForwardError`` before the handshake."""
+    protocols = [
+        p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
+    ]
+    for name in HANDSHAKE_HEADERS:
+        headers.popall(name, None)
+    url = URL(f"http://127.0.0.1:{port}{path_qs}", encoded=True)
+    try:
+        async with asyncio.timeout(timeout):
+            upstream = await session.ws_connect(
+                url,
+                protocols=protocols,
+                headers=headers,
+                autoping=False,
+                autoclose=False,
+                max_msg_size=0,
+                compress=0,
+            )
+    except aiohttp.WSServerHandshakeError as exc:
+        # The service said no to the upgrade: let the client see its status.
+        return web.Response(status=exc.status or 502, text=f"{service}: {exc.message}\n")
+    except TimeoutError as exc:
+        raise UpstreamTimeout(service, f"no WebSocket handshake within {timeout:g} s") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamRefused(service, f"nothing accepts connections on port {port}") from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise UpstreamBroken(service, str(exc) or type(exc).__name__) from exc
+    try:
+        client = web.WebSocketResponse(
+            protocols=(upstream.protocol,) if upstream.protocol else (),
+            autoping=False,
+            autoclose=False,
+            max_msg_size=0,
+            compress=False,
+        )
+        await client.prepare(request)
+        await asyncio.gather(_pump(client, upstream), _pump(upstream, client))
+        return client
+    finally:
+        await upstream.close()
+
+
+async def _pump(source: _Socket, sink: _Socket) -> None:
+    """Copy frames from ``source`` to ``sink`` until a close; then close ``sink`` the same way."""
+    while True:
+        msg = await source.receive()
+        kind = msg.type
+        try:
+            if kind is WSMsgType.TEXT:
+                await sink.send_str(msg.data)
+            elif kind is WSMsgType.BINARY:
+                await sink.send_bytes(msg.data)
+            elif kind is WSMsgType.PING:
+                await sink.ping(msg.data)
+            elif kind is WSMsgType.PONG:
+                await sink.pong(msg.data)
+            else:
+                await _close_both(source, sink, msg)
+                return
+        except ConnectionResetError:
+            logger.debug("websocket peer went away while a frame was relayed to it")
+            await source.close(code=1001, message=b"peer went away")
+            return
+
+
+async def _close_both(source: _Socket, sink: _Socket, msg: aiohttp.WSMessage) -> None:
+    is_close = msg.type is WSMsgType.CLOSE
+    code = msg.data if is_close and isinstance(msg.data, int) else 1000
+    if code in _NO_CODE:
+        code = 1000
+    reason = (msg.extra or "").encode() if is_close else b""
+    await sink.close(code=code, message=reason)
+    if is_close:
+        await source.close(code=code, message=reason)
