@@ -76,7 +76,7 @@ def exit_code_of(supervisor: Supervisor) -> int:
 
 async def up(spec: StackSpec, options: UpOptions, printer: Printer) -> int:
     lock = RunLock(spec.state_dir)
-    with lock.held(spec.manifest_path), logging_to(printer, verbose=options.verbose):
+    with logging_to(printer, verbose=options.verbose), lock.held(spec.manifest_path):
         assignments = assign_ports(spec, proxy_port=options.proxy_port)
         for assignment in assignments.values():
             if message := assignment.message():

@@ -272,8 +272,13 @@ async def relay(
             await response.write(chunk)
     except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
         # Too late for an error page: cut the client off so it sees the answer is incomplete.
-        logger.info("%s broke off its answer to %s %s: %s", service, request.method,
-                    request.path, _describe(exc))
+        logger.info(
+            "%s broke off its answer to %s %s: %s",
+            service,
+            request.method,
+            request.path,
+            _describe(exc),
+        )
         if request.transport is not None:
             request.transport.close()
         return response

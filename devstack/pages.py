@@ -105,8 +105,9 @@ def not_found_page(request: web.BaseRequest, table: RouteTable) -> web.Response:
         + "</tr>"
         for r in routes
     )
+    where = request.headers.get("Host", "") + request.path
     body = (
-        f"<p>No route matches <code>{html.escape(request.headers.get('Host', ''))}{html.escape(request.path)}"
+        f"<p>No route matches <code>{html.escape(where)}"
         "</code>. These routes exist, tried from top to bottom:</p>"
         f"<table><tr><th>host</th><th>path</th><th>goes to</th></tr>{rows}</table>"
         '<p class="muted">Add a route under <code>routes:</code> in devstack.yaml.</p>'

@@ -303,7 +303,8 @@ def assign_ports(
 ) -> dict[str, PortAssignment]:
     """Decide every service's port, reading and updating ``spec.state_dir / "ports.json"``.
 
-    ``proxy_port`` overrides ``spec.proxy.port`` as the port no service may get.
+    ``proxy_port`` overrides ``spec.proxy.port`` as the port no service may get. Nothing is
+    printed or logged about moved services: the caller shows each ``message()``.
     """
     path = spec.state_dir / STICKY_FILE_NAME
     wanted = {name: service.port for name, service in spec.services.items()}
@@ -312,9 +313,6 @@ def assign_ports(
         wanted, previous, reserved=_proxy_ports(spec, proxy_port), probe=probe or PortProbe()
     )
     save_sticky(path, sticky_picks(assignments, previous), wanted)
-    for assignment in assignments.values():
-        if assignment.moved:
-            log.debug("%s", assignment.message())
     return assignments
 
 

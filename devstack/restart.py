@@ -4,7 +4,7 @@ A pure policy object driven by the supervisor's clock. Each exit that comes soon
 ``healthy_seconds`` after its start counts as a failure in a row; a run that lasted longer resets
 the count (it was healthy for a while, so this crash is news, not a loop). The n-th failure in a
 row waits ``initial_seconds * factor**(n-1)``, capped at ``max_seconds``; after ``max_failures`` in
-a row the service is given up on.
+a row the service is given up on (so ``max_failures - 1`` restarts are tried).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class Backoff:
         if now - started_at >= self.healthy_seconds:
             self.failures = 0
         self.failures += 1
-        if self.failures > self.max_failures:
+        if self.failures >= self.max_failures:
             return None
         delay = self.initial_seconds * self.factor ** (self.failures - 1)
         return min(delay, self.max_seconds)

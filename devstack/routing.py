@@ -115,9 +115,7 @@ class RouteTable:
     """Routes sorted for lookup; build one with :meth:`from_spec` (or from routes in a test)."""
 
     def __init__(self, routes: Iterable[Route], *, extra_hosts: Iterable[str] = ()) -> None:
-        order = sorted(
-            routes, key=lambda r: (r.host is None, -len(r.prefix), r.is_implicit)
-        )
+        order = sorted(routes, key=lambda r: (r.host is None, -len(r.prefix), r.is_implicit))
         self.routes: tuple[Route, ...] = tuple(order)
         by_host: dict[str, list[Route]] = {}
         for route in order:
@@ -145,7 +143,9 @@ class RouteTable:
             for r in spec.routes
         ]
         routes += [
-            Route(host=f"{name}.localhost", prefix="/", target=Target(service=name), is_implicit=True)
+            Route(
+                host=f"{name}.localhost", prefix="/", target=Target(service=name), is_implicit=True
+            )
             for name in spec.services
         ]
         if not spec.routes and spec.services:
@@ -200,8 +200,4 @@ def is_allowed_host(host: str, table: RouteTable) -> bool:
     own DNS name at 127.0.0.1 (DNS rebinding), but it cannot make the browser send our names.
     """
     name = normalize_host(host)
-    return (
-        name in LOOPBACK_NAMES
-        or name.endswith(".localhost")
-        or name in table.allowed_hosts
-    )
+    return name in LOOPBACK_NAMES or name.endswith(".localhost") or name in table.allowed_hosts

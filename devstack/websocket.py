@@ -49,7 +49,7 @@ async def bridge(
     port: int,
     path_qs: str,
     headers: CIMultiDict[str],
-    timeout: float,
+    handshake_seconds: float,
 ) -> web.StreamResponse:
     """Connect to the service's WebSocket, accept the client's with the same subprotocol, and
     relay frames until either side closes. Raises a ``ForwardError`` before the handshake."""
@@ -60,7 +60,7 @@ async def bridge(
         headers.popall(name, None)
     url = URL(f"http://127.0.0.1:{port}{path_qs}", encoded=True)
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(handshake_seconds):
             upstream = await session.ws_connect(
                 url,
                 protocols=protocols,
@@ -74,7 +74,9 @@ async def bridge(
         # The service said no to the upgrade: let the client see its status.
         return web.Response(status=exc.status or 502, text=f"{service}: {exc.message}\n")
     except TimeoutError as exc:
-        raise UpstreamTimeout(service, f"no WebSocket handshake within {timeout:g} s") from exc
+        raise UpstreamTimeout(
+            service, f"no WebSocket handshake within {handshake_seconds:g} s"
+        ) from exc
     except aiohttp.ClientConnectorError as exc:
         raise UpstreamRefused(service, f"nothing accepts connections on port {port}") from exc
     except (aiohttp.ClientError, OSError) as exc:

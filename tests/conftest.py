@@ -17,7 +17,9 @@ def free_port() -> Iterator[int]:
 
 
 @pytest.fixture(autouse=True)
-def devstack_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def devstack_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """Every test gets its own DEVSTACK_HOME, so the CA and caches never touch the user's."""
     home = tmp_path_factory.mktemp("devstack-home")
     monkeypatch.setenv("DEVSTACK_HOME", str(home))

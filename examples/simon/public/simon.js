@@ -245,7 +245,7 @@
     toastTimer = setTimeout(() => { toast.hidden = true; }, 4000);
   }
 
-  let myLastId = null;
+  let myPost = null; // what this page posted last: the push for it can beat the HTTP answer
 
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
@@ -253,6 +253,7 @@
     const name = nameInput.value.trim();
     const score = Number($('final-score').textContent);
     button.disabled = true;
+    myPost = { name, score, id: null };
     postMessage.className = 'post-message';
     postMessage.textContent = 'Posting…';
     try {
@@ -263,7 +264,7 @@
       });
       const body = await response.json().catch(() => ({}));
       if (!response.ok) throw new Error(body.error || `the server answered ${response.status}`);
-      myLastId = body.id;
+      myPost.id = body.id;
       localStorage.setItem('simon.name', name);
       postMessage.className = 'post-message ok';
       postMessage.textContent = 'Saved! Press Start to play again.';
@@ -303,8 +304,12 @@
         renderScores(message.scores);
       } else if (message.type === 'highscore') {
         renderScores(message.scores, message.entry.id);
-        const who = message.entry.id === myLastId ? 'You' : message.entry.name;
-        showToast(`🏆 ${who} just made #${message.rank} with ${message.entry.score}!`);
+        const { entry } = message;
+        const mine = myPost && (myPost.id === null
+          ? myPost.name === entry.name && myPost.score === entry.score
+          : myPost.id === entry.id);
+        const who = mine ? 'You' : entry.name;
+        showToast(`★ ${who} just made #${message.rank} with ${entry.score}!`);
       }
     });
     socket.addEventListener('close', () => {

@@ -1,0 +1,426 @@
+"""The front door: one HTTPS port on loopback that routes every request of the stack.
+
+Roles (after Caddy's reverse proxy):
+
+- :class:`Proxy` owns the listening sockets. It accepts connections itself and peeks at the
+  first byte: ``0x16`` starts a TLS handshake and the connection goes to the HTTPS server; any
+  other byte is plain HTTP sent to the HTTPS port by mistake, and gets a 308 redirect to the
+  same URL over https. A client that connects and says nothing is dropped after a deadline.
+- :mod:`devstack.routing` decides where a request goes (pure).
+- :mod:`devstack.forward` carries it to the service (the swappable upstream leg);
+  :mod:`devstack.websocket` relays WebSockets; :mod:`devstack.static` serves folders.
+- :mod:`devstack.pages` answers when something fails, with the status :func:`pages.status_for`
+  picks.
+
+Requests to a service that is starting (or restarting) are held before their body is read,
+until the service is ready or ``proxy.wait_seconds`` passed; a refused connection while the
+service restarts is retried once after it is ready again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import ssl
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from aiohttp import web
+
+from devstack import pages, static, websocket
+from devstack.config import StackSpec
+from devstack.errors import PortError
+from devstack.forward import (
+    ForwardError,
+    RequestBody,
+    ServiceUnavailable,
+    SessionUpstream,
+    Upstream,
+    UpstreamRefused,
+    upstream_headers,
+)
+from devstack.ports import find_holder
+from devstack.routing import Match, RouteTable, is_allowed_host, normalize_host
+from devstack.state import ServiceDirectory, ServiceState, ServiceStatus
+
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("devstack.access")
+
+TLS_RECORD_HANDSHAKE = 0x16
+SERVICE_KEY = web.RequestKey("devstack_service", str)
+"""Which service (or ``static``) answered a request, for the access log."""
+REFUSAL_GRACE_SECONDS = 1.0
+"""How long a refused connection waits for the supervisor to notice the service went away."""
+REFUSAL_POLL_SECONDS = 0.02
+
+
+@dataclass(frozen=True)
+class ProxyTimeouts:
+    """Deadlines that keep slow or silent clients from holding sockets forever."""
+
+    first_byte_seconds: float = 10.0
+    """From accept to the first byte, and for the TLS handshake."""
+    idle_seconds: float = 75.0
+    """An idle keep-alive connection (or one that never finishes its headers) is closed."""
+    shutdown_seconds: float = 2.0
+
+
+class Proxy:
+    """The HTTPS reverse proxy, as an async context manager (``start()`` / ``stop()``)."""
+
+    def __init__(
+        self,
+        spec: StackSpec,
+        directory: ServiceDirectory,
+        ssl_context: ssl.SSLContext,
+        *,
+        port: int | None = None,
+        timeouts: ProxyTimeouts = ProxyTimeouts(),
+        upstream: Upstream | None = None,
+    ) -> None:
+        self._spec = spec
+        self._directory = directory
+        self._ssl_context = ssl_context
+        self._wanted_port = spec.proxy.port if port is None else port
+        self._timeouts = timeouts
+        self._table = RouteTable.from_spec(spec)
+        self._upstream: Upstream = upstream or SessionUpstream(
+            upstream_timeout=spec.proxy.upstream_timeout_seconds
+        )
+        self._ws_session: aiohttp.ClientSession | None = None
+        self._listeners: list[socket.socket] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._http_servers: list[asyncio.Server] = []
+        self._port: int | None = None
+        handler = self._handle_logged if access_logger.isEnabledFor(logging.DEBUG) else self._handle
+        self._https = web.Server(
+            handler,
+            handler_cancellation=True,
+            access_log=None,
+            keepalive_timeout=timeouts.idle_seconds,
+        )
+        self._redirector = web.Server(
+            self._redirect, access_log=None, keepalive_timeout=timeouts.first_byte_seconds
+        )
+
+    @property
+    def table(self) -> RouteTable:
+        return self._table
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the proxy has no port before start()")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.port}"
+
+    async def __aenter__(self) -> Proxy:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Bind every ``proxy.bind`` address (raising :class:`PortError` at once when the port
+        is taken) and start accepting."""
+        self._listeners = bind_listeners(self._spec.proxy.bind, self._wanted_port, role="proxy")
+        self._port = self._listeners[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        try:
+            if self._spec.proxy.http_port is not None:
+                for sock in bind_listeners(
+                    self._spec.proxy.bind, self._spec.proxy.http_port, role="proxy.http_port"
+                ):
+                    server = await loop.create_server(self._redirector, sock=sock)
+                    self._http_servers.append(server)
+            await self._upstream.start()
+            self._ws_session = aiohttp.ClientSession(
+                cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False
+            )
+        except BaseException:
+            await self.stop()
+            raise
+        for sock in self._listeners:
+            self._spawn(self._accept(sock))
+        logger.info("proxy listening on %s", self.url)
+
+    async def stop(self) -> None:
+        for sock in self._listeners:
+            sock.close()
+        self._listeners = []
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for server in self._http_servers:
+            server.close()
+        await self._https.shutdown(self._timeouts.shutdown_seconds)
+        await self._redirector.shutdown(self._timeouts.shutdown_seconds)
+        for server in self._http_servers:
+            await server.wait_closed()
+        self._http_servers = []
+        await self._upstream.stop()
+        if self._ws_session is not None:
+            await self._ws_session.close()
+            self._ws_session = None
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    logger.warning("proxy cannot accept connections: %s", exc)
+                    await asyncio.sleep(0.1)  # back off until descriptors are free again
+                    continue
+                raise
+            conn.setblocking(False)
+            self._spawn(self._dispatch(conn))
+
+    async def _dispatch(self, conn: socket.socket) -> None:
+        """Peek at the first byte and hand the socket to the HTTPS or the redirect server."""
+        loop = asyncio.get_running_loop()
+        deadline = self._timeouts.first_byte_seconds
+        try:
+            async with asyncio.timeout(deadline):
+                await _readable(loop, conn)
+            first = conn.recv(1, socket.MSG_PEEK)
+            if not first:
+                conn.close()
+                return
+            if first[0] == TLS_RECORD_HANDSHAKE:
+                await loop.connect_accepted_socket(
+                    self._https, conn, ssl=self._ssl_context, ssl_handshake_timeout=deadline
+                )
+            else:
+                await loop.connect_accepted_socket(self._redirector, conn)
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            logger.debug("dropped a connection before its first request: %r", exc)
+            conn.close()
+
+    async def _redirect(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Plain HTTP: send the client to the same URL over https on the proxy's port."""
+        host = request.headers.get("Host", "")
+        if not is_allowed_host(host, self._table):
+            return pages.forbidden_host_page(request, host)
+        name = normalize_host(host) if host else "localhost"
+        netloc = name if self.port == 443 else f"{name}:{self.port}"
+        location = f"https://{netloc}{request.raw_path}"
+        return web.Response(
+            status=308,
+            text=f"Use HTTPS: {location}\n",
+            headers={"Location": location, "Connection": "close"},
+        )
+
+    async def _handle_logged(self, request: web.BaseRequest) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            response = await self._handle(request)
+        except asyncio.CancelledError:
+            access_logger.debug("%s %s client gone", request.method, request.path)
+            raise
+        access_logger.debug(
+            "%s %s %d %s %.1fms",
+            request.method,
+            request.path,
+            response.status,
+            request.get(SERVICE_KEY, "-"),
+            (loop.time() - started) * 1000,
+        )
+        return response
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        host = request.headers.get("Host", "")
+        if not is_allowed_host(host, self._table):
+            return pages.forbidden_host_page(request, host)
+        match = self._table.resolve(host, request.path)
+        if match is None:
+            return pages.not_found_page(request, self._table)
+        target = match.route.target
+        if target.static is not None:
+            request[SERVICE_KEY] = "static"
+            return await static.serve(request, target.static, match.path)
+        service = target.service or ""
+        request[SERVICE_KEY] = service
+        try:
+            return await self._forward(request, service, match)
+        except ForwardError as failure:
+            response = pages.failure_page(request, failure)
+            if response is None:
+                logger.debug("%s %s: %s", request.method, request.path, failure)
+                if request.transport is not None:
+                    request.transport.close()
+                return web.Response(status=499)
+            return response
+
+    async def _forward(
+        self, request: web.BaseRequest, service: str, match: Match
+    ) -> web.StreamResponse:
+        status = await self._serving(service)
+        path_qs = upstream_path(request, match)
+        headers = upstream_headers(request, prefix=match.stripped_prefix)
+        is_ws = websocket.is_upgrade(request)
+        body = RequestBody(request) if request.body_exists and not is_ws else None
+        for attempt in (1, 2):
+            try:
+                if is_ws:
+                    assert self._ws_session is not None
+                    return await websocket.bridge(
+                        request,
+                        self._ws_session,
+                        service=service,
+                        port=status.port,
+                        path_qs=path_qs,
+                        headers=headers.copy(),
+                        handshake_seconds=self._spec.proxy.upstream_timeout_seconds,
+                    )
+                return await self._upstream.forward(
+                    request, service, status.port, path_qs, headers, body
+                )
+            except UpstreamRefused:
+                if attempt == 2 or (body is not None and body.is_started):
+                    raise
+                logger.debug("%s refused a connection; waiting for it to be ready", service)
+                status = await self._after_refusal(service, status)
+        raise AssertionError("unreachable")
+
+    async def _serving(self, service: str) -> ServiceStatus:
+        """The service's status once it can take a request; waits while it is coming."""
+        status = self._directory.status(service)
+        if status.is_ready:
+            return status
+        return await self._wait_ready(service, status)
+
+    async def _wait_ready(self, service: str, status: ServiceStatus) -> ServiceStatus:
+        if status.state.is_coming or status.state is ServiceState.STOPPING:
+            wait = self._spec.proxy.wait_seconds
+            status = await self._directory.wait_ready(service, wait)
+            if status.is_ready:
+                return status
+            if status.state.is_coming or status.state is ServiceState.STOPPING:
+                raise ServiceUnavailable(status, f"still {status.state} after {wait:g} s")
+        raise ServiceUnavailable(status, _why(status))
+
+    async def _after_refusal(self, service: str, refused: ServiceStatus) -> ServiceStatus:
+        """The service refused a connection while marked ready: it is probably restarting and
+        the supervisor has not noticed yet. Give it a moment to update the status, then wait
+        as for any starting service (or go to its new port)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REFUSAL_GRACE_SECONDS
+        status = self._directory.status(service)
+        while status == refused and loop.time() < deadline:
+            # The directory offers no change notification; poll it for this short window.
+            await asyncio.sleep(REFUSAL_POLL_SECONDS)
+            status = self._directory.status(service)
+        if status.is_ready:
+            return status
+        return await self._wait_ready(service, status)
+
+
+def _why(status: ServiceStatus) -> str:
+    text = f"{status.name} is {status.state}"
+    if status.reason:
+        text += f": {status.reason}"
+    elif status.exit_code is not None:
+        text += f" (exit code {status.exit_code})"
+    return text
+
+
+def upstream_path(request: web.BaseRequest, match: Match) -> str:
+    """The path and query a service receives: as the client sent it (not re-encoded), minus the
+    route's prefix when the route strips it."""
+    raw = request.raw_path
+    prefix = match.stripped_prefix
+    if prefix is None:
+        return raw
+    if raw.startswith(prefix):
+        rest = raw[len(prefix) :]
+        return rest if rest.startswith("/") else "/" + rest
+    # The client percent-encoded part of the prefix: rebuild from the decoded remainder.
+    query = request.query_string
+    return quote(match.path, safe="/:@!$&'()*+,;=-._~") + (f"?{query}" if query else "")
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(conn.fileno(), wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(conn.fileno())
+
+
+def bind_listeners(hosts: tuple[str, ...], port: int, *, role: str) -> list[socket.socket]:
+    """Listening sockets on every host, all on one port (``0``: the first one's pick).
+    An address family the machine lacks (no IPv6) is skipped with a debug line."""
+    sockets: list[socket.socket] = []
+    try:
+        for host in hosts:
+            sock = _bind_one(host, port, role=role)
+            if sock is not None:
+                sockets.append(sock)
+                port = sock.getsockname()[1]
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    if not sockets:
+        raise PortError(f"{role} could not listen on any of {', '.join(hosts)}; check proxy.bind")
+    return sockets
+
+
+def _bind_one(host: str, port: int, *, role: str) -> socket.socket | None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        logger.debug("%s: no %s on this machine (%s); skipping it", role, host, exc)
+        return None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host.strip("[]"), port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortError(port_taken_message(role, port)) from exc
+        if family == socket.AF_INET6 and exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+            logger.debug("%s: cannot listen on %s (%s); skipping it", role, host, exc)
+            return None
+        raise PortError(f"{role} cannot listen on {host} port {port}: {exc.strerror}") from exc
+    return sock
+
+
+def port_taken_message(role: str, port: int) -> str:
+    holder = find_holder(port)
+    who = f"held by {holder}" if holder is not None else "in use by another program"
+    return f"{role} port {port} is {who}; stop it or use --port N"

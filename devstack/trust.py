@@ -1,0 +1,479 @@
+"""Putting devstack's CA into the trust stores browsers and tools read, and taking it out again.
+
+Two kinds of store, each changed only with its own tools:
+
+- the operating system's: a folder of anchors plus the command that rebuilds the bundle
+  (Debian/Ubuntu ``/usr/local/share/ca-certificates`` + ``update-ca-certificates``, Fedora/RHEL
+  ``/etc/pki/ca-trust/source/anchors`` + ``update-ca-trust``, Arch, openSUSE), or on macOS the
+  System keychain through ``security add-trusted-cert``;
+- the NSS databases Chromium (``~/.pki/nssdb``) and Firefox (each profile's ``cert9.db``) read,
+  changed with ``certutil`` from libnss3-tools.
+
+Each step is reported, never raised: what was done, what was already so, what could not be done
+and the command to do it by hand. Both directions are idempotent; ``uninstall`` removes exactly the
+entries ``install`` makes (a file named and an NSS nickname suffixed with the CA's fingerprint).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from devstack.tls import CertificateAuthority
+
+logger = logging.getLogger(__name__)
+
+COMMAND_TIMEOUT_SECONDS = 120.0
+NSS_PACKAGE_HINT = "libnss3-tools (Debian/Ubuntu), nss-tools (Fedora), nss (Homebrew)"
+MACOS_KEYCHAIN = Path("/Library/Keychains/System.keychain")
+
+# Anchor folder -> the command that rebuilds the system bundle from it. The first that exists wins.
+LINUX_ANCHOR_FOLDERS: tuple[tuple[Path, tuple[str, ...]], ...] = (
+    (Path("/etc/pki/ca-trust/source/anchors"), ("update-ca-trust", "extract")),  # Fedora, RHEL
+    (Path("/usr/local/share/ca-certificates"), ("update-ca-certificates",)),  # Debian, Ubuntu
+    (Path("/etc/ca-certificates/trust-source/anchors"), ("trust", "extract-compat")),  # Arch
+    (Path("/usr/share/pki/trust/anchors"), ("update-ca-certificates",)),  # openSUSE
+)
+
+
+class Detect(enum.Enum):
+    """Marks a parameter as "find it on this machine"."""
+
+    DETECT = "detect"
+
+
+DETECT = Detect.DETECT
+
+
+class Outcome(enum.StrEnum):
+    INSTALLED = "installed"
+    ALREADY_TRUSTED = "already trusted"
+    REMOVED = "removed"
+    NOT_PRESENT = "not present"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class TrustStep:
+    """What happened to one store."""
+
+    store: str
+    outcome: Outcome
+    detail: str = ""
+    """What was done, or why not and what to do instead (may span lines)."""
+
+
+@dataclass(frozen=True)
+class TrustReport:
+    ca_path: Path
+    ca_name: str
+    fingerprint: str
+    action: Literal["install", "uninstall"]
+    steps: tuple[TrustStep, ...]
+
+    @property
+    def failed(self) -> tuple[TrustStep, ...]:
+        return tuple(s for s in self.steps if s.outcome is Outcome.FAILED)
+
+    @property
+    def is_complete(self) -> bool:
+        """True when no store failed (skipped stores do not count)."""
+        return not self.failed
+
+    def lines(self) -> list[str]:
+        """The report as lines for a terminal."""
+        lines = [f"{self.ca_name}: {self.ca_path}", f"  SHA-256 {self.fingerprint}"]
+        width = max(len(o.value) for o in Outcome)
+        for step in self.steps:
+            detail, *more = step.detail.splitlines() or [""]
+            lines.append(
+                f"  {step.outcome.value:<{width}}  {step.store}{': ' if detail else ''}{detail}"
+            )
+            lines.extend(f"  {'':<{width}}    {line}" for line in more)
+        lines.extend(self._by_hand())
+        return lines
+
+    def _by_hand(self) -> list[str]:
+        path = shlex.quote(str(self.ca_path))
+        if self.action == "uninstall":
+            return [
+                "if you pointed programs at the CA by hand, undo that too:",
+                "  unset NODE_EXTRA_CA_CERTS SSL_CERT_FILE REQUESTS_CA_BUNDLE",
+            ]
+        return [
+            "to trust the CA by hand in a program or a shell:",
+            f"  export NODE_EXTRA_CA_CERTS={path}  # Node.js, added to its own CAs",
+            f"  export SSL_CERT_FILE={path}  # OpenSSL users (Python ssl, curl, Ruby);"
+            " replaces the system bundle",
+            f"  export REQUESTS_CA_BUNDLE={path}  # Python requests; replaces certifi's bundle",
+        ]
+
+
+class SystemStore(Protocol):
+    """One operating-system trust store."""
+
+    @property
+    def description(self) -> str: ...
+
+    def contains(self, ca: CertificateAuthority) -> bool: ...
+
+    def add(self, ca: CertificateAuthority) -> TrustStep: ...
+
+    def remove(self, ca: CertificateAuthority) -> TrustStep: ...
+
+
+class CommandFailed(Exception):
+    """A store's command could not run or exited non-zero; ``str()`` says which and why."""
+
+
+def install(
+    ca: CertificateAuthority,
+    *,
+    system_dir: Path | Detect | None = DETECT,
+    refresh_command: Sequence[str] | None = None,
+    nss_dbs: Sequence[Path] | Detect = DETECT,
+    certutil: str | Detect | None = DETECT,
+) -> TrustReport:
+    """Trust ``ca`` in the system store and every NSS database found.
+
+    ``system_dir``: an anchor folder, ``None`` to leave the system store alone, or detected.
+    ``refresh_command`` rebuilds the bundle after a change; ``None`` means the detected store's
+    command, and no command at all when ``system_dir`` is given (so a test pointing at a temporary
+    folder can never rebuild the real bundle). ``nss_dbs``: NSS database folders, or found under
+    the home folder. ``certutil``: its path, ``None`` as if not installed, or looked up on PATH.
+    """
+    stores = _Stores.resolve(system_dir, refresh_command, nss_dbs, certutil)
+    steps = _system_steps(ca, stores, adding=True) + _nss_steps(ca, stores, adding=True)
+    return _report(ca, "install", steps)
+
+
+def uninstall(
+    ca: CertificateAuthority,
+    *,
+    system_dir: Path | Detect | None = DETECT,
+    refresh_command: Sequence[str] | None = None,
+    nss_dbs: Sequence[Path] | Detect = DETECT,
+    certutil: str | Detect | None = DETECT,
+) -> TrustReport:
+    """Remove what :func:`install` added; the same parameters, meaning the same stores."""
+    stores = _Stores.resolve(system_dir, refresh_command, nss_dbs, certutil)
+    steps = _system_steps(ca, stores, adding=False) + _nss_steps(ca, stores, adding=False)
+    return _report(ca, "uninstall", steps)
+
+
+def find_nss_databases(home: Path | None = None) -> tuple[Path, ...]:
+    """NSS databases (folders holding ``cert9.db``) of Chromium and Firefox profiles."""
+    home = home if home is not None else Path.home()
+    candidates = [
+        home / ".pki" / "nssdb",
+        home / "snap" / "chromium" / "current" / ".pki" / "nssdb",
+    ]
+    for profiles in (
+        home / ".mozilla" / "firefox",
+        home / "snap" / "firefox" / "common" / ".mozilla" / "firefox",
+        home / "Library" / "Application Support" / "Firefox" / "Profiles",
+    ):
+        candidates.extend(sorted(profiles.glob("*/")) if profiles.is_dir() else [])
+    return tuple(path for path in candidates if (path / "cert9.db").is_file())
+
+
+def detect_system_store() -> SystemStore | None:
+    """The store of this operating system, or None where devstack knows none."""
+    if sys.platform == "darwin":
+        return MacKeychain(MACOS_KEYCHAIN)
+    for folder, command in LINUX_ANCHOR_FOLDERS:
+        if folder.is_dir():
+            return AnchorFolder(folder, command)
+    return None
+
+
+# --- the operating system's store ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnchorFolder:
+    """A folder of trusted PEM files and the command that rebuilds the bundle from it."""
+
+    folder: Path
+    refresh_command: tuple[str, ...] = ()
+
+    @property
+    def description(self) -> str:
+        return f"system store {self.folder}"
+
+    def anchor_path(self, ca: CertificateAuthority) -> Path:
+        return self.folder / f"devstack-{ca.short_fingerprint}.crt"
+
+    def contains(self, ca: CertificateAuthority) -> bool:
+        try:
+            cert = x509.load_pem_x509_certificate(self.anchor_path(ca).read_bytes())
+        except (OSError, ValueError):
+            return False
+        return cert == ca.certificate
+
+    def add(self, ca: CertificateAuthority) -> TrustStep:
+        anchor = self.anchor_path(ca)
+        by_hand = self._sudo(
+            f"install -m 644 {shlex.quote(str(ca.cert_path))} {shlex.quote(str(anchor))}"
+        )
+        try:
+            _write_public(anchor, ca.pem)
+        except PermissionError:
+            return TrustStep(
+                self.description, Outcome.FAILED, f"permission denied; run:\n{by_hand}"
+            )
+        except OSError as exc:
+            return TrustStep(self.description, Outcome.FAILED, f"cannot write {anchor}: {exc}")
+        return self._refreshed(Outcome.INSTALLED, f"wrote {anchor}")
+
+    def remove(self, ca: CertificateAuthority) -> TrustStep:
+        anchor = self.anchor_path(ca)
+        try:
+            anchor.unlink()
+        except PermissionError:
+            return TrustStep(
+                self.description,
+                Outcome.FAILED,
+                f"permission denied; run:\n{self._sudo(f'rm {shlex.quote(str(anchor))}')}",
+            )
+        except OSError as exc:
+            return TrustStep(self.description, Outcome.FAILED, f"cannot remove {anchor}: {exc}")
+        return self._refreshed(Outcome.REMOVED, f"removed {anchor}")
+
+    def _refreshed(self, outcome: Outcome, done: str) -> TrustStep:
+        if not self.refresh_command:
+            return TrustStep(self.description, outcome, done)
+        command = shlex.join(self.refresh_command)
+        try:
+            _run(self.refresh_command)
+        except CommandFailed as exc:
+            return TrustStep(
+                self.description, Outcome.FAILED, f"{done}, but {exc}; run:\n  sudo {command}"
+            )
+        return TrustStep(self.description, outcome, f"{done}; ran {command}")
+
+    def _sudo(self, change: str) -> str:
+        lines = f"  sudo {change}"
+        if self.refresh_command:
+            lines += f"\n  sudo {shlex.join(self.refresh_command)}"
+        return lines
+
+
+@dataclass(frozen=True)
+class MacKeychain:
+    """The macOS System keychain, with the CA marked as a trusted root (needs an admin)."""
+
+    keychain: Path
+
+    @property
+    def description(self) -> str:
+        return f"macOS keychain {self.keychain}"
+
+    def contains(self, ca: CertificateAuthority) -> bool:
+        command = ["security", "find-certificate", "-a", "-Z", "-c", ca.name, str(self.keychain)]
+        try:
+            output = _run(command)
+        except CommandFailed:
+            return False
+        return _sha1(ca) in output.upper()
+
+    def add(self, ca: CertificateAuthority) -> TrustStep:
+        command = [
+            "security",
+            "add-trusted-cert",
+            "-d",
+            "-r",
+            "trustRoot",
+            "-k",
+            str(self.keychain),
+        ]
+        return self._change([*command, str(ca.cert_path)], Outcome.INSTALLED)
+
+    def remove(self, ca: CertificateAuthority) -> TrustStep:
+        untrust = self._change(
+            ["security", "remove-trusted-cert", "-d", str(ca.cert_path)], Outcome.REMOVED
+        )
+        if untrust.outcome is Outcome.FAILED:
+            return untrust
+        delete = ["security", "delete-certificate", "-Z", _sha1(ca), str(self.keychain)]
+        return self._change(delete, Outcome.REMOVED)
+
+    def _change(self, command: list[str], outcome: Outcome) -> TrustStep:
+        try:
+            _run(command)
+        except CommandFailed as exc:
+            return TrustStep(
+                self.description, Outcome.FAILED, f"{exc}; run:\n  sudo {shlex.join(command)}"
+            )
+        return TrustStep(self.description, outcome, f"ran {shlex.join(command)}")
+
+
+def _system_steps(ca: CertificateAuthority, stores: _Stores, *, adding: bool) -> list[TrustStep]:
+    system = stores.system
+    if system is None:
+        if not stores.system_detected:
+            return []
+        return [TrustStep("system store", Outcome.SKIPPED, "none known on this operating system")]
+    present = system.contains(ca)
+    if adding:
+        return [_already(system.description) if present else system.add(ca)]
+    return [system.remove(ca) if present else TrustStep(system.description, Outcome.NOT_PRESENT)]
+
+
+# --- NSS (Chromium, Firefox) --------------------------------------------------------------------
+
+
+def nss_nickname(ca: CertificateAuthority) -> str:
+    """The name the CA gets in an NSS database; the fingerprint makes it exactly ours."""
+    return f"{ca.name} {ca.short_fingerprint}"
+
+
+def _nss_steps(ca: CertificateAuthority, stores: _Stores, *, adding: bool) -> list[TrustStep]:
+    if not stores.nss_dbs:
+        return [TrustStep("Firefox/Chromium", Outcome.SKIPPED, "no NSS certificate database found")]
+    if stores.certutil is None:
+        places = ", ".join(str(db) for db in stores.nss_dbs)
+        return [
+            TrustStep(
+                f"Firefox/Chromium ({places})",
+                Outcome.SKIPPED,
+                f"certutil not found; install {NSS_PACKAGE_HINT} and run this again",
+            )
+        ]
+    return [_nss_step(ca, stores.certutil, db, adding=adding) for db in stores.nss_dbs]
+
+
+def _nss_step(ca: CertificateAuthority, certutil: str, db: Path, *, adding: bool) -> TrustStep:
+    store = f"NSS database {db}"
+    base = [certutil, "-d", f"sql:{db}", "-n", nss_nickname(ca)]
+    try:
+        present = _nss_contains(base)
+        if adding and present:
+            return _already(store)
+        if not adding and not present:
+            return TrustStep(store, Outcome.NOT_PRESENT)
+        if adding:
+            _run([*base, "-A", "-t", "C,,", "-i", str(ca.cert_path)])
+            return TrustStep(store, Outcome.INSTALLED, "restart the browser if it is running")
+        _run([*base, "-D"])
+        return TrustStep(store, Outcome.REMOVED)
+    except CommandFailed as exc:
+        return TrustStep(store, Outcome.FAILED, str(exc))
+
+
+def _nss_contains(base: list[str]) -> bool:
+    command = [*base, "-L"]
+    done = _spawn(command)
+    if done.returncode == 0:
+        return True
+    if "PR_FILE_NOT_FOUND_ERROR" in done.stderr or "could not find" in done.stderr.lower():
+        return False
+    raise CommandFailed(_failure(command, done))
+
+
+# --- plumbing -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Stores:
+    system: SystemStore | None
+    system_detected: bool
+    nss_dbs: tuple[Path, ...]
+    certutil: str | None
+
+    @classmethod
+    def resolve(
+        cls,
+        system_dir: Path | Detect | None,
+        refresh_command: Sequence[str] | None,
+        nss_dbs: Sequence[Path] | Detect,
+        certutil: str | Detect | None,
+    ) -> _Stores:
+        system: SystemStore | None
+        if system_dir is DETECT:
+            system = detect_system_store()
+            if refresh_command is not None and isinstance(system, AnchorFolder):
+                system = AnchorFolder(system.folder, tuple(refresh_command))
+        elif system_dir is None:
+            system = None
+        else:
+            system = AnchorFolder(system_dir, tuple(refresh_command or ()))
+        return cls(
+            system=system,
+            system_detected=system_dir is DETECT,
+            nss_dbs=find_nss_databases() if nss_dbs is DETECT else tuple(nss_dbs),
+            certutil=shutil.which("certutil") if certutil is DETECT else certutil,
+        )
+
+
+def _report(
+    ca: CertificateAuthority, action: Literal["install", "uninstall"], steps: list[TrustStep]
+) -> TrustReport:
+    report = TrustReport(ca.cert_path, ca.name, ca.fingerprint, action, tuple(steps))
+    for step in steps:
+        logger.debug("%s %s: %s %s", action, step.store, step.outcome.value, step.detail)
+    return report
+
+
+def _already(store: str) -> TrustStep:
+    return TrustStep(store, Outcome.ALREADY_TRUSTED)
+
+
+def _run(command: Sequence[str]) -> str:
+    """Run a store's command; its output, or :class:`CommandFailed` saying why it failed."""
+    done = _spawn(command)
+    if done.returncode != 0:
+        raise CommandFailed(_failure(command, done))
+    return done.stdout
+
+
+def _spawn(command: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            list(command),
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_SECONDS,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise CommandFailed(f"{command[0]} not found") from exc
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise CommandFailed(f"{shlex.join(command)} failed: {exc}") from exc
+
+
+def _failure(command: Sequence[str], done: subprocess.CompletedProcess[str]) -> str:
+    output = " ".join((done.stderr.strip() or done.stdout.strip()).split())[-300:]
+    return f"{shlex.join(command)} failed: {output or f'exit code {done.returncode}'}"
+
+
+def _sha1(ca: CertificateAuthority) -> str:
+    """macOS ``security`` names certificates by SHA-1 (identification only, not security)."""
+    return ca.certificate.fingerprint(hashes.SHA1()).hex().upper()
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    """Write a world-readable file atomically: temporary file, then rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # whatever the umask
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

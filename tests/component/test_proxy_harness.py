@@ -1,0 +1,133 @@
+"""The seams the proxy tests share: a stand-in service directory, real upstream servers on
+port 0, a proxy with a real certificate from devstack's CA, and a client that verifies it.
+
+Run as a program it starts a proxy in front of one always-ready service, so a test can watch
+the proxy's memory from outside: ``python -m tests.component.test_proxy_harness UPSTREAM_PORT``
+prints the proxy's port on stdout and serves until stdin closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from devstack.config import ProxySpec, RouteSpec, ServiceSpec, StackSpec
+from devstack.proxy import Proxy, ProxyTimeouts
+from devstack.routing import certificate_hosts
+from devstack.state import ServiceState, ServiceStatus
+from devstack.tls import ServerCertificate, client_context, load_or_create_ca
+
+
+class StandInDirectory:
+    """What the supervisor shows the proxy, scripted by the test: ``set()`` a status and
+    every ``wait_ready`` caller sees it at once."""
+
+    def __init__(self, ports: Mapping[str, int]) -> None:
+        self._statuses = {
+            name: ServiceStatus(name=name, state=ServiceState.READY, port=port)
+            for name, port in ports.items()
+        }
+        self._changed = asyncio.Event()
+        self.waiting = 0
+        """How many requests are waiting in ``wait_ready`` right now."""
+
+    def status(self, name: str) -> ServiceStatus:
+        return self._statuses[name]
+
+    def set(self, name: str, state: ServiceState, **changes: object) -> None:
+        current = self._statuses[name]
+        self._statuses[name] = dataclasses.replace(current, state=state, **changes)  # type: ignore[arg-type]
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_ready(self, name: str, timeout: float) -> ServiceStatus:
+        self.waiting += 1
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    status = self._statuses[name]
+                    if status.is_ready or not (
+                        status.state.is_coming or status.state is ServiceState.STOPPING
+                    ):
+                        return status
+                    await self._changed.wait()
+        except TimeoutError:
+            return self._statuses[name]
+        finally:
+            self.waiting -= 1
+
+
+def make_spec(
+    root: Path,
+    services: Mapping[str, int],
+    routes: tuple[RouteSpec, ...] = (),
+    **proxy: object,
+) -> StackSpec:
+    return StackSpec(
+        manifest_path=root / "devstack.yaml",
+        services={
+            name: ServiceSpec(name=name, command="true", cwd=root, port=port)
+            for name, port in services.items()
+        },
+        routes=routes,
+        proxy=ProxySpec(port=0, **proxy),  # type: ignore[arg-type]
+    )
+
+
+@asynccontextmanager
+async def upstream(app: web.Application) -> AsyncIterator[int]:
+    """Serve ``app`` on 127.0.0.1 port 0; yield the port it got."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        sockets = site._server.sockets if site._server else ()  # noqa: SLF001
+        yield sockets[0].getsockname()[1]
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def running_proxy(
+    spec: StackSpec,
+    directory: StandInDirectory,
+    timeouts: ProxyTimeouts = ProxyTimeouts(),
+) -> AsyncIterator[Proxy]:
+    certificate = ServerCertificate(load_or_create_ca(), certificate_hosts(spec))
+    async with Proxy(spec, directory, certificate.context, port=0, timeouts=timeouts) as proxy:
+        yield proxy
+
+
+@asynccontextmanager
+async def verified_client(**kwargs: object) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client that trusts devstack's CA only, and does not touch bodies or cookies."""
+    connector = aiohttp.TCPConnector(ssl=client_context())
+    async with aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        **kwargs,  # type: ignore[arg-type]
+    ) as session:
+        yield session
+
+
+async def _serve_forever(upstream_port: int) -> None:
+    directory = StandInDirectory({"web": upstream_port})
+    spec = make_spec(Path.cwd(), {"web": upstream_port})
+    async with running_proxy(spec, directory) as proxy:
+        print(proxy.port, flush=True)
+        loop = asyncio.get_running_loop()
+        # Serve until the test closes our stdin (blocking read kept off the loop).
+        await loop.run_in_executor(None, sys.stdin.read)
+
+
+if __name__ == "__main__":
+    asyncio.run(_serve_forever(int(sys.argv[1])))

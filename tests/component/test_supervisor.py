@@ -1,0 +1,203 @@
+"""The supervisor with real processes, a controlled clock and a printer writing to memory."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from devstack.config import HealthSpec, RestartPolicy, ServiceSpec, StackSpec
+from devstack.errors import ServiceStartError
+from devstack.output import Printer
+from devstack.state import ServiceState
+from devstack.supervisor import Supervisor, stop_order
+from tests.conditions import async_wait_until
+
+T = TypeVar("T")
+PY = sys.executable
+
+
+class FakeClock:
+    """Time that moves only when the supervisor sleeps: backoff costs the test nothing."""
+
+    def __init__(self) -> None:
+        self.time = 1000.0
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self.time
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.time += seconds
+        await asyncio.sleep(0)
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def stack(tmp_path: Path, *services: ServiceSpec) -> StackSpec:
+    return StackSpec(manifest_path=tmp_path / "devstack.yaml", services={s.name: s for s in services})
+
+
+async def supervise(
+    spec: StackSpec,
+    body: Callable[[Supervisor], Awaitable[T]],
+    *,
+    clock: FakeClock | None = None,
+) -> tuple[T, str]:
+    """Run a supervisor around ``body``; always shut it down; return body's result and output."""
+    out = io.BytesIO()
+    ports = dict(zip(spec.services, free_ports(len(spec.services)), strict=True))
+    supervisor = Supervisor(spec, ports, Printer(spec.services, stream=out, colour=False), clock=clock)
+    runner = asyncio.ensure_future(supervisor.run())
+    try:
+        result = await body(supervisor)
+    finally:
+        supervisor.request_shutdown()
+        await asyncio.wait_for(runner, 20)
+    return result, out.getvalue().decode()
+
+
+def test_crash_loop_backs_off_exponentially_then_fails(tmp_path: Path) -> None:
+    clock = FakeClock()
+    spec = stack(tmp_path, ServiceSpec(name="flaky", command="false", cwd=tmp_path))
+
+    async def body(supervisor: Supervisor) -> None:
+        with pytest.raises(ServiceStartError, match="flaky: exited with code 1; crashed 5 times"):
+            await asyncio.wait_for(supervisor.started, 20)
+        status = supervisor.status("flaky")
+        assert status.state is ServiceState.FAILED
+        assert status.restarts == 4
+        assert status.exit_code == 1
+
+    _, output = asyncio.run(supervise(spec, body, clock=clock))
+    assert clock.sleeps == [0.5, 1.0, 2.0, 4.0]
+    assert "flaky: exited with code 1; restarting in 0.5s" in output
+
+
+def test_a_healthy_period_resets_the_backoff(tmp_path: Path) -> None:
+    clock = FakeClock()
+    spec = stack(tmp_path, ServiceSpec(name="flaky", command="false", cwd=tmp_path))
+
+    async def body(supervisor: Supervisor) -> None:
+        await async_wait_until(lambda: len(clock.sleeps) >= 2, message="two restarts")
+        clock.time += 3600  # the next run "lasts" an hour before it crashes
+        await async_wait_until(lambda: len(clock.sleeps) >= 3, message="a third restart")
+
+    asyncio.run(supervise(spec, body, clock=clock))
+    assert clock.sleeps[:3] == [0.5, 1.0, 0.5]
+
+
+def test_restart_never_and_exit_zero_is_done(tmp_path: Path) -> None:
+    spec = stack(
+        tmp_path,
+        ServiceSpec(
+            name="migrate",
+            command="echo migrated",
+            cwd=tmp_path,
+            restart=RestartPolicy.NEVER,
+            health=HealthSpec(enabled=False),
+        ),
+    )
+
+    async def body(supervisor: Supervisor) -> None:
+        await asyncio.wait_for(supervisor.started, 10)
+        await async_wait_until(
+            lambda: supervisor.status("migrate").state is ServiceState.DONE, message="done"
+        )
+
+    _, output = asyncio.run(supervise(spec, body))
+    assert "migrate  | migrated" in output
+
+
+def test_restart_never_and_a_failure_is_crashed(tmp_path: Path) -> None:
+    spec = stack(
+        tmp_path,
+        ServiceSpec(name="job", command="sh -c 'exit 3'", cwd=tmp_path, restart=RestartPolicy.NEVER),
+    )
+
+    async def body(supervisor: Supervisor) -> None:
+        with pytest.raises(ServiceStartError):
+            await asyncio.wait_for(supervisor.started, 10)
+        assert supervisor.status("job").state is ServiceState.CRASHED
+        assert supervisor.status("job").exit_code == 3
+
+    asyncio.run(supervise(spec, body))
+
+
+def test_dependents_wait_for_readiness_not_just_the_start(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    # `db` starts at once but listens only once the test opens the gate.
+    (tmp_path / "db.py").write_text(
+        "import os, pathlib, socket, time\n"
+        f"gate = pathlib.Path({str(gate)!r})\n"
+        "while not gate.exists():\n"
+        "    time.sleep(0.01)\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', int(os.environ['PORT']))); s.listen()\n"
+        "while True:\n"
+        "    s.accept()[0].close()\n"
+    )
+    spec = stack(
+        tmp_path,
+        ServiceSpec(name="web", command=f"{PY} -m http.server $PORT --bind 127.0.0.1", cwd=tmp_path,
+                    depends_on=("db",)),
+        ServiceSpec(name="db", command=f"{PY} db.py", cwd=tmp_path),
+    )
+
+    async def body(supervisor: Supervisor) -> None:
+        await async_wait_until(
+            lambda: supervisor.status("db").state is ServiceState.STARTING, message="db starting"
+        )
+        assert supervisor.status("web").state is ServiceState.PENDING
+        gate.touch()
+        await asyncio.wait_for(supervisor.started, 20)
+        assert supervisor.status("web").is_ready
+
+    _, output = asyncio.run(supervise(spec, body))
+    assert output.index("db: ready") < output.index("web: starting")
+    assert output.index("web: stopped") < output.index("db: stopped")  # dependents stop first
+
+
+def test_a_restart_request_replaces_the_process(tmp_path: Path) -> None:
+    spec = stack(
+        tmp_path, ServiceSpec(name="web", command=f"{PY} -m http.server $PORT --bind 127.0.0.1", cwd=tmp_path)
+    )
+
+    async def body(supervisor: Supervisor) -> None:
+        await asyncio.wait_for(supervisor.started, 20)
+        first = supervisor.status("web").pid
+        supervisor.restart("web")
+        await async_wait_until(
+            lambda: supervisor.status("web").is_ready and supervisor.status("web").pid != first,
+            message="a new ready process",
+        )
+        ready = await supervisor.wait_ready("web", 5)
+        assert ready.is_ready
+
+    asyncio.run(supervise(spec, body))
+
+
+def test_stop_order_puts_dependents_first(tmp_path: Path) -> None:
+    spec = stack(
+        tmp_path,
+        ServiceSpec(name="web", command="x", cwd=tmp_path, depends_on=("api",)),
+        ServiceSpec(name="api", command="x", cwd=tmp_path, depends_on=("db",)),
+        ServiceSpec(name="db", command="x", cwd=tmp_path),
+        ServiceSpec(name="cache", command="x", cwd=tmp_path),
+    )
+    assert stop_order(spec) == [["web", "cache"], ["api"], ["db"]]

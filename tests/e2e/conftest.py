@@ -1,0 +1,102 @@
+"""Run ``devstack`` as users do: a subprocess, its output in a file, stopped like Ctrl-C."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conditions import wait_until
+
+
+class DevstackProcess:
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._file = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "devstack", *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._file,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 30) -> str:
+        def seen() -> bool:
+            if self.popen.poll() is not None and text not in self.output:
+                raise AssertionError(
+                    f"devstack exited ({self.popen.returncode}) before printing {text!r}:\n"
+                    + self.output
+                )
+            return text in self.output
+
+        wait_until(seen, timeout=timeout, message=f"devstack to print {text!r}")
+        return self.output
+
+    def interrupt(self, timeout: float = 30) -> int:
+        """Ctrl-C, then wait for devstack to exit by itself."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGINT)
+        return self.popen.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        try:
+            self.interrupt()
+        except subprocess.TimeoutExpired:
+            self.popen.kill()  # the guardian takes the services down
+            self.popen.wait()
+        finally:
+            self._file.close()
+
+
+class DevstackRunner:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.runs: list[DevstackProcess] = []
+        self.env = dict(os.environ, NO_COLOR="1")
+
+    def start(self, *args: str, cwd: Path | None = None) -> DevstackProcess:
+        log = self.tmp_path / f"devstack-{len(self.runs)}.log"
+        run = DevstackProcess(list(args), cwd or self.tmp_path, self.env, log)
+        self.runs.append(run)
+        return run
+
+    def run(self, *args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "devstack", *args],
+            cwd=cwd or self.tmp_path,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def close(self) -> None:
+        for run in self.runs:
+            with contextlib.suppress(Exception):
+                run.stop()
+
+
+@pytest.fixture
+def devstack(tmp_path: Path) -> Iterator[DevstackRunner]:
+    runner = DevstackRunner(tmp_path)
+    try:
+        yield runner
+    finally:
+        runner.close()
