@@ -22,8 +22,11 @@ from devstack.guardian import Guardian
 from devstack.lock import RunLock
 from devstack.output import Printer
 from devstack.ports import PortAssignment, assign_ports
-from devstack.state import ServiceState
+from devstack.proxy import Proxy
+from devstack.routing import certificate_hosts
+from devstack.state import ServiceDirectory, ServiceState
 from devstack.supervisor import Supervisor
+from devstack.tls import ServerCertificate, load_or_create_ca
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +88,50 @@ async def up(spec: StackSpec, options: UpOptions, printer: Printer) -> int:
         return await stack.run()
 
 
+class Frontend:
+    """The proxy with its certificate: one HTTPS origin for the whole stack."""
+
+    def __init__(self, spec: StackSpec, *, port: int | None) -> None:
+        self.spec = spec
+        self._port = port
+        self._proxy: Proxy | None = None
+        self._renewal: asyncio.Task[None] | None = None
+        authority = load_or_create_ca()
+        self.ca_path = authority.cert_path
+        self.certificate = ServerCertificate(authority, certificate_hosts(spec))
+
+    async def start(self, directory: ServiceDirectory) -> None:
+        self._proxy = Proxy(self.spec, directory, self.certificate.context, port=self._port)
+        await self._proxy.start()
+        self._renewal = asyncio.get_running_loop().create_task(self.certificate.keep_renewed())
+
+    async def stop(self) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewal
+        if self._proxy is not None:
+            await self._proxy.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._proxy is not None
+        return self._proxy.url
+
+    def service_url(self, name: str) -> str | None:
+        """Where a browser reaches ``name`` through the proxy (its first route)."""
+        assert self._proxy is not None
+        port = self._proxy.port
+        if not self.spec.routes:
+            return f"https://{name}.localhost:{port}/"
+        for route in self.spec.routes:
+            if route.service != name:
+                continue
+            host = route.host or "localhost"
+            return f"https://{host}:{port}{route.path or '/'}"
+        return None
+
+
 class Stack:
     """The parts of one ``devstack up`` and the order they start and stop in."""
 
@@ -110,8 +157,6 @@ class Stack:
         loop = asyncio.get_running_loop()
         frontend = None
         if self.options.proxy and self.spec.proxy.enabled:
-            from devstack.frontend import Frontend  # the proxy and TLS load only when used
-
             frontend = Frontend(self.spec, port=self.options.proxy_port)
         self.guardian.start()
         supervisor = Supervisor(self.spec, self.ports, self.printer, guardian=self.guardian)
@@ -146,7 +191,7 @@ class Stack:
             self.printer.system("forcing: killing every service now", error=True)
             supervisor.request_shutdown(force=True)
 
-    async def _report_start(self, supervisor: Supervisor, frontend: Any) -> None:
+    async def _report_start(self, supervisor: Supervisor, frontend: Frontend | None) -> None:
         loop = asyncio.get_running_loop()
         began = loop.time()
         try:
@@ -175,7 +220,7 @@ def vars_of(assignment: PortAssignment) -> dict[str, Any]:
 
 
 def summary_lines(
-    spec: StackSpec, supervisor: Supervisor, frontend: Any, elapsed: float
+    spec: StackSpec, supervisor: Supervisor, frontend: Frontend | None, elapsed: float
 ) -> list[str]:
     rows = [("service", "state", "port", "url")]
     for status in supervisor.statuses():

@@ -113,7 +113,10 @@ def test_simon_keeps_top_ten_newest_first_on_ties(
         async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
             for name, score in posts:
                 status, entry = await call(
-                    session, "POST", f"{base}/api/scores", json={"name": f" {name} ", "score": score}
+                    session,
+                    "POST",
+                    f"{base}/api/scores",
+                    json={"name": f" {name} ", "score": score},
                 )
                 assert status == 201, entry
                 assert (entry["name"], entry["score"]) == (name, score)
@@ -215,7 +218,9 @@ def test_simon_websocket_pushes_scores_that_enter_the_top_ten(
             assert await next_message(ws) == {"type": "scores", "scores": []}
             assert (await next_message(other_page))["type"] == "scores"
             for i in range(10):
-                await call(session, "POST", f"{base}/api/scores", json={"name": f"p{i}", "score": 5})
+                await call(
+                    session, "POST", f"{base}/api/scores", json={"name": f"p{i}", "score": 5}
+                )
                 pushed = await next_message(ws)
                 assert (pushed["type"], pushed["rank"]) == ("highscore", 1)  # newest wins ties
             # Below all ten: stored, but no push. Then a new best: the next push is that one.
@@ -223,11 +228,8 @@ def test_simon_websocket_pushes_scores_that_enter_the_top_ten(
             await call(session, "POST", f"{base}/api/scores", json={"name": "ace", "score": 50})
             pushed = await next_message(ws)
             assert pushed["type"] == "highscore"
-            assert (pushed["entry"]["name"], pushed["entry"]["score"], pushed["rank"]) == (
-                "ace",
-                50,
-                1,
-            )
+            entry = pushed["entry"]
+            assert (entry["name"], entry["score"], pushed["rank"]) == ("ace", 50, 1)
             assert [s["name"] for s in pushed["scores"]][:2] == ["ace", "p9"]
             assert len(pushed["scores"]) == 10
             for _ in range(10):
