@@ -30,9 +30,10 @@ where ``<name>`` is the port's name in the system's services database (else a bu
     devstack.yaml:5: services.web.port: port 80 is reserved for HTTP (http); services should
     stay on ports above 1023    (one line)
 
-Reading rules worth knowing: a key with an empty value (``port:``) means its default; strings are
-never taken for numbers (``port: "3000"`` is an error); ``env`` values are kept as written
-(``1.10`` stays ``1.10``), booleans become ``true`` / ``false``; ``cwd``, ``env_file`` and
+Reading rules worth knowing: top-level keys starting with ``x-`` are ignored (a place for YAML
+anchors, merged with ``<<: *name``); a key with an empty value (``port:``) means its default;
+strings are never taken for numbers (``port: "3000"`` is an error); ``env`` values are kept as
+written (``1.10`` stays ``1.10``), booleans become ``true`` / ``false``; ``cwd``, ``env_file`` and
 ``static`` are relative to the manifest's folder, ``watch`` patterns to the service's ``cwd``.
 
 Without a ``devstack.yaml`` a ``Procfile`` is read: one service per ``name: command`` line, all
@@ -115,7 +116,7 @@ def load_text(text: str, path: Path) -> LoadResult:
     loading.raise_errors()
     for warning in loading.warnings:
         logger.debug("manifest warning: %s", warning)
-    return LoadResult(spec, tuple(loading.warnings))
+    return LoadResult(spec, loading.warnings)
 
 
 # --- read and parse ------------------------------------------------------------------------

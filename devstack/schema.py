@@ -62,7 +62,8 @@ class Loading:
     root: Path
     """The manifest's folder, absolute: relative paths start here."""
     errors: list[ManifestError] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    notes: list[ManifestError] = field(default_factory=list)
+    """Warnings, kept as errors that are not raised."""
     lines: dict[str, int] = field(default_factory=dict)
     """Line of each dotted key (``services.web.port``) and list item (``services.web.watch[1]``)."""
     declared: list[str] = field(default_factory=list)
@@ -74,7 +75,12 @@ class Loading:
         self.errors.append(ManifestError(message, path=self.shown, line=line, key=key))
 
     def warn(self, key: str | None, line: int | None, message: str) -> None:
-        self.warnings.append(ManifestError(message, path=self.shown, line=line, key=key).format())
+        self.notes.append(ManifestError(message, path=self.shown, line=line, key=key))
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The warnings, sorted by line, each formatted like an error."""
+        return tuple(note.format() for note in sorted(self.notes, key=lambda n: n.line or 0))
 
     def line(self, key: str) -> int | None:
         return self.lines.get(key)
@@ -161,7 +167,7 @@ def _mapping(ld: Loading, node: Node, key: str, allowed: Sequence[str] | None) -
             ld.error(key, line_of(knode), f"expected a plain name as key, got {describe(knode)}")
             continue
         name = str(knode.value)
-        if allowed is not None and name not in allowed:
+        if allowed is not None and name not in allowed and not _is_extension(key, name):
             hint = suggestion(name, allowed, "valid keys")
             ld.error(_join(key, name), line_of(knode), f"unknown key; {hint}")
             ld.guessed.update(_join(key, close) for close in _close(name, allowed))
@@ -169,6 +175,11 @@ def _mapping(ld: Loading, node: Node, key: str, allowed: Sequence[str] | None) -
         ld.lines[_join(key, name)] = line_of(knode)
         entries[name] = (knode, vnode)
     return entries
+
+
+def _is_extension(key: str, name: str) -> bool:
+    """Top-level ``x-...`` keys are ignored (as in Compose files): a home for YAML anchors."""
+    return not key and name.startswith("x-")
 
 
 def _optional(
@@ -322,9 +333,10 @@ def nodes_to_spec(root: MappingNode, ld: Loading) -> StackSpec:
     """The manifest's top-level mapping -> StackSpec; problems are left in ``ld``."""
     top = _mapping(ld, root, "", TOP_KEYS) or {}
     services: dict[str, ServiceSpec] = {}
-    if "services" not in top and "services" not in ld.guessed:
-        ld.error("services", line_of(root),
-                 "required key is missing; list the services to run under 'services:'")
+    if "services" not in top:
+        if "services" not in ld.guessed:
+            ld.error("services", line_of(root),
+                     "required key is missing; list the services to run under 'services:'")
     else:
         entries = _mapping(ld, top["services"][1], "services", None)
         if entries == {}:

@@ -40,11 +40,29 @@ NSS_PACKAGE_HINT = "libnss3-tools (Debian/Ubuntu), nss-tools (Fedora), nss (Home
 MACOS_KEYCHAIN = Path("/Library/Keychains/System.keychain")
 
 # Anchor folder -> the command that rebuilds the system bundle from it. The first that exists wins.
-LINUX_ANCHOR_FOLDERS: tuple[tuple[Path, tuple[str, ...]], ...] = (
-    (Path("/etc/pki/ca-trust/source/anchors"), ("update-ca-trust", "extract")),  # Fedora, RHEL
-    (Path("/usr/local/share/ca-certificates"), ("update-ca-certificates",)),  # Debian, Ubuntu
-    (Path("/etc/ca-certificates/trust-source/anchors"), ("trust", "extract-compat")),  # Arch
-    (Path("/usr/share/pki/trust/anchors"), ("update-ca-certificates",)),  # openSUSE
+# Anchor folder, the command that rebuilds the system bundle after adding, and after removing
+# (Debian's --fresh also drops the stale links a removed anchor leaves). The first that exists wins.
+LINUX_ANCHOR_FOLDERS: tuple[tuple[Path, tuple[str, ...], tuple[str, ...]], ...] = (
+    (  # Fedora, RHEL
+        Path("/etc/pki/ca-trust/source/anchors"),
+        ("update-ca-trust", "extract"),
+        ("update-ca-trust", "extract"),
+    ),
+    (  # Debian, Ubuntu
+        Path("/usr/local/share/ca-certificates"),
+        ("update-ca-certificates",),
+        ("update-ca-certificates", "--fresh"),
+    ),
+    (  # Arch
+        Path("/etc/ca-certificates/trust-source/anchors"),
+        ("trust", "extract-compat"),
+        ("trust", "extract-compat"),
+    ),
+    (  # openSUSE
+        Path("/usr/share/pki/trust/anchors"),
+        ("update-ca-certificates",),
+        ("update-ca-certificates", "--fresh"),
+    ),
 )
 
 
@@ -151,7 +169,7 @@ def install(
 
     ``system_dir``: an anchor folder, ``None`` to leave the system store alone, or detected.
     ``refresh_command`` rebuilds the bundle after a change; ``None`` means the detected store's
-    command, and no command at all when ``system_dir`` is given (so a test pointing at a temporary
+    commands, and no command at all when ``system_dir`` is given (so a test pointing at a temporary
     folder can never rebuild the real bundle). ``nss_dbs``: NSS database folders, or found under
     the home folder. ``certutil``: its path, ``None`` as if not installed, or looked up on PATH.
     """
@@ -194,9 +212,9 @@ def detect_system_store() -> SystemStore | None:
     """The store of this operating system, or None where devstack knows none."""
     if sys.platform == "darwin":
         return MacKeychain(MACOS_KEYCHAIN)
-    for folder, command in LINUX_ANCHOR_FOLDERS:
+    for folder, after_add, after_remove in LINUX_ANCHOR_FOLDERS:
         if folder.is_dir():
-            return AnchorFolder(folder, command)
+            return AnchorFolder(folder, after_add, after_remove)
     return None
 
 
@@ -205,10 +223,12 @@ def detect_system_store() -> SystemStore | None:
 
 @dataclass(frozen=True)
 class AnchorFolder:
-    """A folder of trusted PEM files and the command that rebuilds the bundle from it."""
+    """A folder of trusted PEM files and the commands that rebuild the bundle from it."""
 
     folder: Path
     refresh_command: tuple[str, ...] = ()
+    """Run after adding an anchor (and after removing one, unless the next field is set)."""
+    refresh_after_remove: tuple[str, ...] | None = None
 
     @property
     def description(self) -> str:
@@ -226,50 +246,41 @@ class AnchorFolder:
 
     def add(self, ca: CertificateAuthority) -> TrustStep:
         anchor = self.anchor_path(ca)
-        by_hand = self._sudo(
-            f"install -m 644 {shlex.quote(str(ca.cert_path))} {shlex.quote(str(anchor))}"
-        )
+        change = f"install -m 644 {shlex.quote(str(ca.cert_path))} {shlex.quote(str(anchor))}"
         try:
             _write_public(anchor, ca.pem)
-        except PermissionError:
-            return TrustStep(
-                self.description, Outcome.FAILED, f"permission denied; run:\n{by_hand}"
-            )
         except OSError as exc:
-            return TrustStep(self.description, Outcome.FAILED, f"cannot write {anchor}: {exc}")
-        return self._refreshed(Outcome.INSTALLED, f"wrote {anchor}")
+            return self._failed(exc, change, self.refresh_command)
+        return self._refreshed(Outcome.INSTALLED, f"wrote {anchor}", self.refresh_command)
 
     def remove(self, ca: CertificateAuthority) -> TrustStep:
         anchor = self.anchor_path(ca)
+        refresh = self.refresh_command
+        if self.refresh_after_remove is not None:
+            refresh = self.refresh_after_remove
         try:
             anchor.unlink()
-        except PermissionError:
-            return TrustStep(
-                self.description,
-                Outcome.FAILED,
-                f"permission denied; run:\n{self._sudo(f'rm {shlex.quote(str(anchor))}')}",
-            )
         except OSError as exc:
-            return TrustStep(self.description, Outcome.FAILED, f"cannot remove {anchor}: {exc}")
-        return self._refreshed(Outcome.REMOVED, f"removed {anchor}")
+            return self._failed(exc, f"rm {shlex.quote(str(anchor))}", refresh)
+        return self._refreshed(Outcome.REMOVED, f"removed {anchor}", refresh)
 
-    def _refreshed(self, outcome: Outcome, done: str) -> TrustStep:
-        if not self.refresh_command:
+    def _refreshed(self, outcome: Outcome, done: str, refresh: tuple[str, ...]) -> TrustStep:
+        if not refresh:
             return TrustStep(self.description, outcome, done)
-        command = shlex.join(self.refresh_command)
         try:
-            _run(self.refresh_command)
+            _run(refresh)
         except CommandFailed as exc:
-            return TrustStep(
-                self.description, Outcome.FAILED, f"{done}, but {exc}; run:\n  sudo {command}"
-            )
-        return TrustStep(self.description, outcome, f"{done}; ran {command}")
+            detail = f"{done}, but {exc}; run:\n  sudo {shlex.join(refresh)}"
+            return TrustStep(self.description, Outcome.FAILED, detail)
+        return TrustStep(self.description, outcome, f"{done}; ran {shlex.join(refresh)}")
 
-    def _sudo(self, change: str) -> str:
-        lines = f"  sudo {change}"
-        if self.refresh_command:
-            lines += f"\n  sudo {shlex.join(self.refresh_command)}"
-        return lines
+    def _failed(self, exc: OSError, change: str, refresh: tuple[str, ...]) -> TrustStep:
+        if not isinstance(exc, PermissionError):
+            return TrustStep(self.description, Outcome.FAILED, str(exc))
+        by_hand = [f"  sudo {change}"] + ([f"  sudo {shlex.join(refresh)}"] if refresh else [])
+        return TrustStep(
+            self.description, Outcome.FAILED, "\n".join(["permission denied; run:", *by_hand])
+        )
 
 
 @dataclass(frozen=True)
@@ -343,6 +354,8 @@ def nss_nickname(ca: CertificateAuthority) -> str:
 
 def _nss_steps(ca: CertificateAuthority, stores: _Stores, *, adding: bool) -> list[TrustStep]:
     if not stores.nss_dbs:
+        if not stores.nss_detected:
+            return []
         return [TrustStep("Firefox/Chromium", Outcome.SKIPPED, "no NSS certificate database found")]
     if stores.certutil is None:
         places = ", ".join(str(db) for db in stores.nss_dbs)
@@ -392,6 +405,7 @@ class _Stores:
     system: SystemStore | None
     system_detected: bool
     nss_dbs: tuple[Path, ...]
+    nss_detected: bool
     certutil: str | None
 
     @classmethod
@@ -406,7 +420,7 @@ class _Stores:
         if system_dir is DETECT:
             system = detect_system_store()
             if refresh_command is not None and isinstance(system, AnchorFolder):
-                system = AnchorFolder(system.folder, tuple(refresh_command))
+                system = AnchorFolder(system.folder, tuple(refresh_command))  # for both ways
         elif system_dir is None:
             system = None
         else:
@@ -415,6 +429,7 @@ class _Stores:
             system=system,
             system_detected=system_dir is DETECT,
             nss_dbs=find_nss_databases() if nss_dbs is DETECT else tuple(nss_dbs),
+            nss_detected=nss_dbs is DETECT,
             certutil=shutil.which("certutil") if certutil is DETECT else certutil,
         )
 
