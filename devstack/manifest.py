@@ -104,9 +104,9 @@ def load(path: Path | None = None, *, cwd: Path | None = None) -> LoadResult:
 
 def load_text(text: str, path: Path) -> LoadResult:
     """Like :func:`load` for manifest text already in hand; ``path`` says where it lives (for
-    messages and relative paths) and whether it is a ``Procfile``."""
+    messages and relative paths) and whether it is a Procfile (``Procfile``, ``Procfile.dev``)."""
     loading = Loading(path, path.absolute().parent)
-    if path.name == PROCFILE_NAME:
+    if path.name == PROCFILE_NAME or path.name.startswith(f"{PROCFILE_NAME}."):
         spec = _procfile_to_spec(text, loading)
     else:
         spec = nodes_to_spec(_parse_yaml(text, path), loading)

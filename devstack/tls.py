@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -139,10 +139,7 @@ def load_or_create_ca(home: Path | None = None, *, clock: Clock = utc_now) -> Ce
                 _create_ca(cert_path, key_path, clock())
     ca = _load_ca(cert_path, key_path)
     if ca.not_after <= clock():
-        raise TLSError(
-            f"the local CA {cert_path} expired on {ca.not_after:%Y-%m-%d}; move the folder "
-            f"{folder} away so a new CA is made, then trust the new one again"
-        )
+        raise _expired(ca)
     return ca
 
 
@@ -180,6 +177,13 @@ def _create_ca(cert_path: Path, key_path: Path, now: dt.datetime) -> None:
     _write_private(key_path, _key_pem(key))
     _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     logger.info("created the local CA %r in %s", f"devstack local CA ({who})", cert_path.parent)
+
+
+def _expired(ca: CertificateAuthority) -> TLSError:
+    return TLSError(
+        f"the local CA {ca.cert_path} expired on {ca.not_after:%Y-%m-%d}; move the folder "
+        f"{ca.cert_path.parent} away so a new CA is made, then trust the new one again"
+    )
 
 
 def _load_ca(cert_path: Path, key_path: Path) -> CertificateAuthority:
@@ -366,7 +370,7 @@ class ServerCertificate:
             cert = x509.load_pem_x509_certificate(data)
             key = serialization.load_pem_private_key(data, password=None)
             cert.verify_directly_issued_by(self._ca.certificate)
-        except (ValueError, TypeError, InvalidSignature) as exc:
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as exc:
             logger.info("ignoring unusable cached certificate %s: %s", path, exc)
             return None
         now = self._clock()
@@ -382,6 +386,8 @@ class ServerCertificate:
 def _issue_leaf(
     ca: CertificateAuthority, hosts: Sequence[str], now: dt.datetime, path: Path
 ) -> x509.Certificate:
+    if ca.not_after <= now:
+        raise _expired(ca)
     key = ec.generate_private_key(ec.SECP256R1())
     ca_ski = ca.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     cert = _certificate(

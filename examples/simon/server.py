@@ -222,7 +222,8 @@ def main() -> None:
         host=host,
         port=int(port),
         access_log=None,
-        print=lambda text: log.info(text.strip()),
+        # Keep "Running on http://..." and drop the Ctrl+C hint: the supervisor stops us.
+        print=lambda text: log.info(text.splitlines()[0].strip("= ")),
     )
 
 

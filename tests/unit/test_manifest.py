@@ -415,7 +415,8 @@ def test_procfile(project: Path) -> None:
 
 def test_procfile_without_dotenv(project: Path) -> None:
     (project / ".env").unlink()
-    spec = load_text("web: x\n", Path("Procfile")).spec
+    spec = load_text("web: x\n", Path("Procfile.dev")).spec
+    assert spec.kind is ManifestKind.PROCFILE
     assert (dict(spec.services["web"].env), spec.services["web"].env_files) == ({}, ())
 
 
