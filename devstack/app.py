@@ -229,7 +229,12 @@ def summary_lines(
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [f"{len(rows) - 1} service(s) up in {elapsed:.2f}s"]
     for row in rows:
-        lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[3])
+        lines.append(
+            "  "
+            + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
+            + "  "
+            + row[3]
+        )
     if frontend is not None:
         lines.append(f"open {frontend.url}  (CA: {frontend.ca_path}; `devstack trust` to trust it)")
     return lines
@@ -248,4 +253,3 @@ def run(spec: StackSpec, options: UpOptions, printer: Printer) -> int:
             return runner.run(up(spec, options, printer))
         except* DevstackError as group:
             raise group.exceptions[0] from None
-

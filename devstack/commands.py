@@ -47,7 +47,11 @@ def ports(args: argparse.Namespace) -> int:
         source = f"running (pid {record.get('pid')})"
     else:
         rows = {
-            name: {"wanted": a.wanted, "port": a.port, "holder": str(a.holder) if a.holder else None}
+            name: {
+                "wanted": a.wanted,
+                "port": a.port,
+                "holder": str(a.holder) if a.holder else None,
+            }
             for name, a in assign_ports(spec).items()
         }
         source = "not running; what `devstack up` would use now"

@@ -1,6 +1,6 @@
 """Every error devstack raises on purpose, each with the exit code the CLI maps it to.
 
-    DevstackError                 exit 1   base; ``str(err)`` is the whole user-facing message
+    DevstackError                 exit 1   base; ``str(err)`` is the whole message
     ├── ManifestError             exit 2   the manifest is unreadable or invalid (file:line: key: ...)
     │   └── ManifestErrors        exit 2   several ManifestErrors found in one pass
     ├── StateError                exit 3   .devstack/ is locked by a live run, or unusable

@@ -35,7 +35,9 @@ def prepare_state_dir(state_dir: Path) -> None:
         if not gitignore.exists():
             gitignore.write_text(GITIGNORE)
     except OSError as exc:
-        raise StateError(f"{state_dir}: cannot create devstack's state folder: {exc.strerror}") from exc
+        raise StateError(
+            f"{state_dir}: cannot create devstack's state folder: {exc.strerror}"
+        ) from exc
 
 
 def _describe(record: Mapping[str, Any]) -> str:

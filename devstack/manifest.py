@@ -14,7 +14,8 @@ line. For example::
 
     devstack.yaml:4: services.simon.comand: unknown key; did you mean 'command'?
     devstack.yaml:5: services.simon.port: expected an integer, got string 'abc'
-    devstack.yaml:9: services.api.depends_on: dependency cycle: api -> db -> api
+    devstack.yaml:9: services.api.depends_on: dependency cycle: api -> db -> api; remove one of
+    these dependencies    (one line)
 
 Warnings use the same form (others: ``strip_prefix`` without ``path``, an ``env`` ``PORT`` that
 differs from ``port``, an unreadable Procfile line). A service port below 1024 gives a warning

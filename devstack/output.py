@@ -9,6 +9,7 @@ lines up to :data:`MAX_LINE_BYTES` are kept whole, longer ones are cut into piec
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -149,10 +150,8 @@ class Printer:
     def flush(self) -> None:
         for log in self._logs.values():
             log.flush()
-        try:
+        with contextlib.suppress(BrokenPipeError, ValueError):
             self._stream.flush()
-        except (BrokenPipeError, ValueError):
-            pass
 
     def close(self) -> None:
         self.flush()

@@ -103,6 +103,7 @@ class Proxy:
             handler,
             handler_cancellation=True,
             access_log=None,
+            auto_decompress=False,
             keepalive_timeout=timeouts.idle_seconds,
         )
         self._redirector = web.Server(

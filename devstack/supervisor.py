@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import os
 import time
-import functools
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -282,7 +282,9 @@ class Supervisor:
                 if s.state is ServiceState.BACKOFF and s.attempt == attempt:
                     self._launch(s)
             case StartRequested(name) | RestartRequested(name):
-                self._on_start_requested(self._services[name], restart=isinstance(event, RestartRequested))
+                self._on_start_requested(
+                    self._services[name], restart=isinstance(event, RestartRequested)
+                )
             case StopRequested(name):
                 self._stop(self._services[name], then=ServiceState.STOPPED)
             case ShutdownRequested(force):
@@ -366,15 +368,18 @@ class Supervisor:
         s.state = ServiceState.READY
         what = "ready" if s.spec.health.enabled else "started"
         self._printer.system(
-            f"{s.spec.name}: {what} in {elapsed * 1000:.0f} ms on port {s.port}", service=s.spec.name
+            f"{s.spec.name}: {what} in {elapsed * 1000:.0f} ms on port {s.port}",
+            service=s.spec.name,
         )
 
     def _on_overdue(self, s: _Service, pid: int) -> None:
         if s.pid != pid or s.state is not ServiceState.STARTING:
             return
         health = s.spec.health
-        probe = f"GET {health.path} did not answer 2xx/3xx" if health.path else (
-            f"nothing accepts connections on port {s.port}"
+        probe = (
+            f"GET {health.path} did not answer 2xx/3xx"
+            if health.path
+            else (f"nothing accepts connections on port {s.port}")
         )
         self._printer.system(
             f"{s.spec.name}: not ready after {health.timeout_seconds:g}s ({probe}); still waiting. "
@@ -414,7 +419,9 @@ class Supervisor:
         if policy is RestartPolicy.NEVER:
             s.state = ServiceState.CRASHED
             s.reason = how
-            self._printer.system(f"{name}: {how}; not restarting (restart: never)", error=True, service=name)
+            self._printer.system(
+                f"{name}: {how}; not restarting (restart: never)", error=True, service=name
+            )
             return
         delay = s.backoff.next_delay(now=self._clock.now(), started_at=s.started_at)
         if delay is None:
@@ -464,7 +471,9 @@ class Supervisor:
     def _on_shutdown(self, force: bool) -> None:
         if force:
             for s in self._services.values():
-                if s.process is not None and (s.state.is_running or s.state is ServiceState.STOPPING):
+                if s.process is not None and (
+                    s.state.is_running or s.state is ServiceState.STOPPING
+                ):
                     self._spawn(s.process.stop(force=True))
         if self._shutting_down:
             return

@@ -39,7 +39,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from devstack.config import StackSpec
 from devstack.errors import TLSError
 
 logger = logging.getLogger(__name__)
@@ -217,12 +216,6 @@ def _load_ca(cert_path: Path, key_path: Path) -> CertificateAuthority:
 
 
 # --- hosts --------------------------------------------------------------------------------------
-
-
-def certificate_hosts(spec: StackSpec) -> tuple[str, ...]:
-    """Every name the proxy answers to: the base names, ``<service>.localhost``, ``proxy.hosts``."""
-    services = (f"{name}.localhost" for name in sorted(spec.services))
-    return normalize_hosts([*BASE_HOSTS, *services, *spec.proxy.hosts])
 
 
 def normalize_hosts(hosts: Iterable[str]) -> tuple[str, ...]:

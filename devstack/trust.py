@@ -11,11 +11,12 @@ Two kinds of store, each changed only with its own tools:
 
 Each step is reported, never raised: what was done, what was already so, what could not be done
 and the command to do it by hand. Both directions are idempotent; ``uninstall`` removes exactly the
-entries ``install`` makes (a file named and an NSS nickname suffixed with the CA's fingerprint).
+entries ``install`` makes: an anchor file and NSS nicknames that carry the CA's fingerprint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
@@ -39,7 +40,6 @@ COMMAND_TIMEOUT_SECONDS = 120.0
 NSS_PACKAGE_HINT = "libnss3-tools (Debian/Ubuntu), nss-tools (Fedora), nss (Homebrew)"
 MACOS_KEYCHAIN = Path("/Library/Keychains/System.keychain")
 
-# Anchor folder -> the command that rebuilds the system bundle from it. The first that exists wins.
 # Anchor folder, the command that rebuilds the system bundle after adding, and after removing
 # (Debian's --fresh also drops the stale links a removed anchor leaves). The first that exists wins.
 LINUX_ANCHOR_FOLDERS: tuple[tuple[Path, tuple[str, ...], tuple[str, ...]], ...] = (
@@ -302,16 +302,8 @@ class MacKeychain:
         return _sha1(ca) in output.upper()
 
     def add(self, ca: CertificateAuthority) -> TrustStep:
-        command = [
-            "security",
-            "add-trusted-cert",
-            "-d",
-            "-r",
-            "trustRoot",
-            "-k",
-            str(self.keychain),
-        ]
-        return self._change([*command, str(ca.cert_path)], Outcome.INSTALLED)
+        command = ["security", "add-trusted-cert", "-d", "-r", "trustRoot", "-k"]
+        return self._change([*command, str(self.keychain), str(ca.cert_path)], Outcome.INSTALLED)
 
     def remove(self, ca: CertificateAuthority) -> TrustStep:
         untrust = self._change(
@@ -491,4 +483,5 @@ def _write_public(path: Path, data: bytes) -> None:
         os.chmod(tmp, 0o644)  # whatever the umask
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ Configured only through the environment: ``PORT`` (required), ``HOST`` (default 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,11 +25,11 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-log = logging.getLogger("simon")
+log = logging.getLogger("simon")  # run as a script, __name__ would read "__main__"
 
 TOP_SIZE = 10
 KEPT_SIZE = 100
-"""Scores kept on disk; anything below this rank can never come back into the top 10."""
+"""Scores kept in the file: a short history; only the top 10 is ever shown."""
 MAX_NAME_LENGTH = 20
 MAX_BODY_BYTES = 4096
 
@@ -81,8 +82,14 @@ class ScoreBoard:
         except FileNotFoundError:
             return []
         except (OSError, ValueError, TypeError) as exc:
+            aside = self.path.with_suffix(".json.broken")
+            with contextlib.suppress(OSError):
+                self.path.replace(aside)
             log.warning(
-                "ignoring unreadable scores file %s (%s); delete it to start fresh", self.path, exc
+                "%s is unreadable (%s): starting with no scores; moved it to %s",
+                self.path,
+                exc,
+                aside,
             )
             return []
         return sorted(scores, key=lambda s: s.rank_key)[:KEPT_SIZE]

@@ -201,6 +201,22 @@ def test_simon_scores_survive_a_restart_and_sigterm_exits_zero(
         assert asyncio.run(scores()) == [entry]
 
 
+def test_simon_moves_an_unreadable_scores_file_aside(
+    free_port: int, simon_data: Path, tmp_path: Path
+) -> None:
+    simon_data.mkdir()
+    (simon_data / "scores.json").write_text("{not json")
+
+    async def scores() -> Any:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+            return await call(session, "GET", f"http://127.0.0.1:{free_port}/api/scores")
+
+    with simon(free_port, simon_data, tmp_path):
+        assert asyncio.run(scores()) == (200, [])
+    assert (simon_data / "scores.json.broken").read_text() == "{not json"
+    assert "unreadable" in (tmp_path / "simon.log").read_text()
+
+
 async def next_message(ws: aiohttp.ClientWebSocketResponse) -> Any:
     async with asyncio.timeout(5):
         return await ws.receive_json()

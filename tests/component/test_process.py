@@ -155,7 +155,7 @@ def test_a_hundred_megabytes_of_output_is_drained(tmp_path: Path) -> None:
 
     async def main() -> None:
         out = Collected()
-        async with started(make(f"{PY} -c \"{code}\"", tmp_path, out)) as proc:
+        async with started(make(f'{PY} -c "{code}"', tmp_path, out)) as proc:
             assert await asyncio.wait_for(proc.wait(), 60) == 0
             await proc.drained(timeout=30)
         assert out.bytes == 100 * 1024 * 1024
@@ -169,7 +169,7 @@ def test_a_one_megabyte_line_and_a_missing_final_newline(tmp_path: Path) -> None
 
     async def main() -> None:
         out = Collected()
-        async with started(make(f"{PY} -c \"{code}\"", tmp_path, out)) as proc:
+        async with started(make(f'{PY} -c "{code}"', tmp_path, out)) as proc:
             await proc.wait()
             await proc.drained(timeout=10)
         assert out.lines == [b"y" * (1 << 20), b"tail without newline"]

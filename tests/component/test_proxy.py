@@ -443,9 +443,12 @@ def test_a_service_that_never_answers_gets_a_504(tmp_path: Path) -> None:
             directory = StandInDirectory({"api": api})
             spec = make_spec(tmp_path, {"api": api}, ROUTES[:1], upstream_timeout_seconds=0.3)
             async with running_proxy(spec, directory) as proxy, verified_client() as client:
-                async with client.get(f"{proxy.url}/api/slow") as resp:
-                    assert resp.status == 504
-                    assert "api" in await resp.text()
+                try:
+                    async with client.get(f"{proxy.url}/api/slow") as resp:
+                        assert resp.status == 504
+                        assert "api" in await resp.text()
+                finally:
+                    never.set()
 
     asyncio.run(main())
 

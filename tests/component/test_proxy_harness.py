@@ -84,7 +84,7 @@ def make_spec(
 @asynccontextmanager
 async def upstream(app: web.Application) -> AsyncIterator[int]:
     """Serve ``app`` on 127.0.0.1 port 0; yield the port it got."""
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, auto_decompress=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

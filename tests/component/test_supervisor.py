@@ -51,7 +51,9 @@ def free_ports(count: int) -> list[int]:
 
 
 def stack(tmp_path: Path, *services: ServiceSpec) -> StackSpec:
-    return StackSpec(manifest_path=tmp_path / "devstack.yaml", services={s.name: s for s in services})
+    return StackSpec(
+        manifest_path=tmp_path / "devstack.yaml", services={s.name: s for s in services}
+    )
 
 
 async def supervise(
@@ -63,7 +65,9 @@ async def supervise(
     """Run a supervisor around ``body``; always shut it down; return body's result and output."""
     out = io.BytesIO()
     ports = dict(zip(spec.services, free_ports(len(spec.services)), strict=True))
-    supervisor = Supervisor(spec, ports, Printer(spec.services, stream=out, colour=False), clock=clock)
+    supervisor = Supervisor(
+        spec, ports, Printer(spec.services, stream=out, colour=False), clock=clock
+    )
     runner = asyncio.ensure_future(supervisor.run())
     try:
         result = await body(supervisor)
@@ -128,7 +132,9 @@ def test_restart_never_and_exit_zero_is_done(tmp_path: Path) -> None:
 def test_restart_never_and_a_failure_is_crashed(tmp_path: Path) -> None:
     spec = stack(
         tmp_path,
-        ServiceSpec(name="job", command="sh -c 'exit 3'", cwd=tmp_path, restart=RestartPolicy.NEVER),
+        ServiceSpec(
+            name="job", command="sh -c 'exit 3'", cwd=tmp_path, restart=RestartPolicy.NEVER
+        ),
     )
 
     async def body(supervisor: Supervisor) -> None:
@@ -154,8 +160,12 @@ def test_dependents_wait_for_readiness_not_just_the_start(tmp_path: Path) -> Non
     )
     spec = stack(
         tmp_path,
-        ServiceSpec(name="web", command=f"{PY} -m http.server $PORT --bind 127.0.0.1", cwd=tmp_path,
-                    depends_on=("db",)),
+        ServiceSpec(
+            name="web",
+            command=f"{PY} -m http.server $PORT --bind 127.0.0.1",
+            cwd=tmp_path,
+            depends_on=("db",),
+        ),
         ServiceSpec(name="db", command=f"{PY} db.py", cwd=tmp_path),
     )
 
@@ -175,7 +185,10 @@ def test_dependents_wait_for_readiness_not_just_the_start(tmp_path: Path) -> Non
 
 def test_a_restart_request_replaces_the_process(tmp_path: Path) -> None:
     spec = stack(
-        tmp_path, ServiceSpec(name="web", command=f"{PY} -m http.server $PORT --bind 127.0.0.1", cwd=tmp_path)
+        tmp_path,
+        ServiceSpec(
+            name="web", command=f"{PY} -m http.server $PORT --bind 127.0.0.1", cwd=tmp_path
+        ),
     )
 
     async def body(supervisor: Supervisor) -> None:

@@ -76,7 +76,9 @@ class DevstackRunner:
         self.runs.append(run)
         return run
 
-    def run(self, *args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, cwd: Path | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "devstack", *args],
             cwd=cwd or self.tmp_path,

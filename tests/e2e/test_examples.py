@@ -34,16 +34,30 @@ class Stack:
 
     def curl(self, *args: str, host: str = "localhost") -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["curl", "-sS", "--max-time", "20", "--cacert", self.ca,
-             "--resolve", f"{host}:{self.port}:127.0.0.1", *args],
-            capture_output=True, text=True, timeout=30, check=True,
+            [
+                "curl",
+                "-sS",
+                "--max-time",
+                "20",
+                "--cacert",
+                self.ca,
+                "--resolve",
+                f"{host}:{self.port}:127.0.0.1",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         )
 
 
 @pytest.fixture
 def stack(devstack: DevstackRunner, tmp_path: Path) -> Iterator[Stack]:
     folder = tmp_path / "examples"
-    shutil.copytree(EXAMPLES, folder, ignore=shutil.ignore_patterns(".devstack", "data", "node_modules"))
+    shutil.copytree(
+        EXAMPLES, folder, ignore=shutil.ignore_patterns(".devstack", "data", "node_modules")
+    )
     devstack.env["SIMON_DATA_DIR"] = str(tmp_path / "simon-data")
     run = devstack.start("up", "--port", "0", cwd=folder)
     out = run.wait_for("service(s) up", timeout=60)
@@ -58,15 +72,22 @@ def test_the_api_static_page_and_the_startup_service_answer(stack: Stack) -> Non
     page = stack.curl(f"{stack.origin}/")
     assert "<title>" in page.stdout and "Simon" in page.stdout
     posted = stack.curl(
-        "-X", "POST", "-H", "Content-Type: application/json",
-        "--data", '{"name": "ada", "score": 7}', f"{stack.origin}/api/scores",
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        '{"name": "ada", "score": 7}',
+        f"{stack.origin}/api/scores",
     )
     assert json.loads(posted.stdout)["name"] == "ada"
     scores = json.loads(stack.curl(f"{stack.origin}/api/scores").stdout)
     assert any(entry["name"] == "ada" and entry["score"] == 7 for entry in scores)
     by_prefix = json.loads(stack.curl(f"{stack.origin}/startup/api/ideas").stdout)
     by_host = json.loads(
-        stack.curl(f"https://startup.localhost:{stack.port}/api/ideas", host="startup.localhost").stdout
+        stack.curl(
+            f"https://startup.localhost:{stack.port}/api/ideas", host="startup.localhost"
+        ).stdout
     )
     assert by_prefix == by_host
 
@@ -102,8 +123,13 @@ def test_websocket_pushes_and_sse_stream_through_the_proxy(stack: Stack) -> None
 )
 def test_the_game_page_loads_live_scores_in_headless_chromium(stack: Stack, tmp_path: Path) -> None:
     stack.curl(
-        "-X", "POST", "-H", "Content-Type: application/json",
-        "--data", '{"name": "linus", "score": 12}', f"{stack.origin}/api/scores",
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        '{"name": "linus", "score": 12}',
+        f"{stack.origin}/api/scores",
     )
     # Chromium trusts devstack's CA the way `devstack trust` arranges it: in the user's NSS db.
     home = tmp_path / "home"
@@ -115,11 +141,25 @@ def test_the_game_page_loads_live_scores_in_headless_chromium(stack: Stack, tmp_
         check=True,
     )
     dom = subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-         "--virtual-time-budget=8000", "--dump-dom", f"{stack.origin}/"],
-        capture_output=True, text=True, timeout=90, env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=8000",
+            "--dump-dom",
+            f"{stack.origin}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
     )
     assert "linus" in dom.stdout, dom.stderr[-2000:]
     assert 'data-state="live"' in dom.stdout, "the page's websocket did not connect"

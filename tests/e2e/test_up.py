@@ -31,7 +31,8 @@ def port_holder(port: int) -> Iterator[subprocess.Popen[bytes]]:
     code = (
         "import socket, sys, time; s = socket.socket(); "
         "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
-        f"s.bind(('127.0.0.1', {port})); s.listen(); print('listening', flush=True); time.sleep(120)"
+        f"s.bind(('127.0.0.1', {port})); s.listen(); "
+        "print('listening', flush=True); time.sleep(120)"
     )
     holder = subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE)
     assert holder.stdout is not None
@@ -55,12 +56,15 @@ def read_pids(path: Path, count: int) -> list[int] | None:
 def test_a_taken_port_moves_names_the_holder_and_sticks(
     devstack: DevstackRunner, tmp_path: Path, free_port: int
 ) -> None:
-    write_manifest(tmp_path, f"""\
+    write_manifest(
+        tmp_path,
+        f"""\
         services:
           web:
             command: {SERVE}
             port: {free_port}
-        """)
+        """,
+    )
     with port_holder(free_port) as holder:
         first = devstack.start("up", "--no-proxy")
         out = first.wait_for("service(s) up")
@@ -84,14 +88,17 @@ def test_a_taken_port_moves_names_the_holder_and_sticks(
 def test_nothing_survives_kill_9_of_devstack(devstack: DevstackRunner, tmp_path: Path) -> None:
     pids_file = tmp_path / "pids"
     sleeper = f"{PY} -c 'import time; time.sleep(120)'"
-    write_manifest(tmp_path, f"""\
+    write_manifest(
+        tmp_path,
+        f"""\
         services:
           family:
             command: "{sleeper} & echo $! >> {pids_file}; {sleeper} & echo $! >> {pids_file}; wait"
             health: false
           web:
             command: {SERVE}
-        """)
+        """,
+    )
     run = devstack.start("up", "--no-proxy")
     run.wait_for("service(s) up")
     pids = wait_until(lambda: read_pids(pids_file, 2), message="the grandchildren's pids")
@@ -111,11 +118,14 @@ def test_nothing_survives_kill_9_of_devstack(devstack: DevstackRunner, tmp_path:
 def test_a_second_up_is_refused_and_a_crashed_run_does_not_block(
     devstack: DevstackRunner, tmp_path: Path
 ) -> None:
-    write_manifest(tmp_path, f"""\
+    write_manifest(
+        tmp_path,
+        f"""\
         services:
           web:
             command: {SERVE}
-        """)
+        """,
+    )
     first = devstack.start("up", "--no-proxy")
     first.wait_for("service(s) up")
     refused = devstack.run("up", "--no-proxy")
@@ -135,13 +145,16 @@ def test_a_second_up_is_refused_and_a_crashed_run_does_not_block(
 def test_command_not_found_fails_the_start_with_exit_5(
     devstack: DevstackRunner, tmp_path: Path
 ) -> None:
-    write_manifest(tmp_path, f"""\
+    write_manifest(
+        tmp_path,
+        f"""\
         services:
           web:
             command: {SERVE}
           worker:
             command: nodee worker.js
-        """)
+        """,
+    )
     result = devstack.run("up", "--no-proxy")
     assert result.returncode == 5, result.stdout + result.stderr
     assert "worker: command not found: nodee (command: nodee worker.js)" in result.stdout
@@ -151,11 +164,14 @@ def test_command_not_found_fails_the_start_with_exit_5(
 def test_an_invalid_manifest_exits_2_and_starts_nothing(
     devstack: DevstackRunner, tmp_path: Path
 ) -> None:
-    write_manifest(tmp_path, """\
+    write_manifest(
+        tmp_path,
+        """\
         services:
           web:
             comand: x
-        """)
+        """,
+    )
     result = devstack.run("up")
     assert result.returncode == 2
     assert "devstack.yaml:3" in result.stderr
@@ -166,7 +182,7 @@ def test_an_invalid_manifest_exits_2_and_starts_nothing(
 def test_procfile_and_env_with_peer_addresses(devstack: DevstackRunner, tmp_path: Path) -> None:
     (tmp_path / "Procfile").write_text(
         f"web: {SERVE}\n"
-        "env: echo \"greeting=$GREETING port=$PORT api=$DEVSTACK_WEB_URL\"; sleep 120\n"
+        'env: echo "greeting=$GREETING port=$PORT api=$DEVSTACK_WEB_URL"; sleep 120\n'
     )
     (tmp_path / ".env").write_text("GREETING=hello\n")
     run = devstack.start("up", "--no-proxy")
@@ -181,12 +197,15 @@ def test_ctrl_c_stops_quickly_and_leaves_no_port(devstack: DevstackRunner, tmp_p
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    write_manifest(tmp_path, f"""\
+    write_manifest(
+        tmp_path,
+        f"""\
         services:
           web:
             command: {SERVE}
             port: {port}
-        """)
+        """,
+    )
     run = devstack.start("up", "--no-proxy")
     run.wait_for("service(s) up")
     assert port_accepts(port)

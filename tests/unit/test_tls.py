@@ -19,6 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from devstack import tls
 from devstack.config import ProxySpec, ServiceSpec, StackSpec
 from devstack.errors import TLSError
+from devstack.routing import certificate_hosts
 from tests.conditions import async_wait_until
 
 START = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
@@ -276,16 +277,17 @@ def test_bad_hosts_are_refused_by_name(given: str, said: str) -> None:
     assert repr(given) in str(caught.value)
 
 
-def test_certificate_hosts_names_every_service_and_proxy_host(tmp_path: Path) -> None:
+def test_the_routing_host_list_is_accepted_as_is(tmp_path: Path) -> None:
     spec = StackSpec(
         manifest_path=tmp_path / "devstack.yaml",
         services={
             "web": ServiceSpec(name="web", command="x", cwd=tmp_path),
             "api": ServiceSpec(name="api", command="x", cwd=tmp_path),
         },
-        proxy=ProxySpec(hosts=("shop.test", "LOCALHOST")),
+        proxy=ProxySpec(hosts=("Shop.Test", "[::1]")),
     )
-    assert tls.certificate_hosts(spec) == (
+    server = tls.ServerCertificate(tls.load_or_create_ca(), certificate_hosts(spec))
+    assert server.hosts == (
         "localhost",
         "127.0.0.1",
         "::1",
@@ -470,3 +472,28 @@ def test_client_context_trusts_only_devstacks_ca_and_checks_names() -> None:
         handshake(server.context, hostname=name, client=client)
     with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
         handshake(server.context, hostname="web.localhost", client=client)
+
+
+def test_keep_renewed_survives_a_failed_renewal(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    server = tls.ServerCertificate(tls.load_or_create_ca(clock=clock), [], clock=clock)
+    clock.advance(days=3651)  # past the CA's own expiry: renewing must fail, loudly
+
+    with pytest.raises(TLSError, match="expired"):
+        server.renew_if_needed()
+
+    async def scenario() -> None:
+        task = asyncio.create_task(server.keep_renewed(check_every_seconds=0.01))
+        try:
+            await async_wait_until(
+                lambda: "could not renew the TLS certificate" in caplog.text,
+                timeout=5,
+                message="keep_renewed to log the failed renewal",
+            )
+            assert not task.done()
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(scenario())
