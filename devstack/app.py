@@ -148,6 +148,10 @@ class Stack:
         self.printer = printer
         self.assignments = assignments
         self.ports = {name: a.port for name, a in assignments.items()}
+        for name, service in spec.services.items():
+            # A PORT set in the service's own env is what it listens on: probes and routes follow.
+            if service.env.get("PORT", "").isdigit():
+                self.ports[name] = int(service.env["PORT"])
         self.lock = lock
         self.guardian = Guardian()
         self.exit_code = EXIT_OK

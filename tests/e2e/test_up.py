@@ -211,3 +211,34 @@ def test_ctrl_c_stops_quickly_and_leaves_no_port(devstack: DevstackRunner, tmp_p
     assert port_accepts(port)
     assert run.interrupt(timeout=10) == 0
     assert not port_accepts(port)
+
+
+def test_a_second_ctrl_c_forces_a_stubborn_service(
+    devstack: DevstackRunner, tmp_path: Path
+) -> None:
+    (tmp_path / "stubborn.py").write_text(
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: print('ignoring SIGTERM', flush=True))\n"
+        "print('up', flush=True)\n"
+        "while True:\n"
+        "    time.sleep(1)\n"
+    )
+    write_manifest(
+        tmp_path,
+        f"""\
+        services:
+          stubborn:
+            command: {PY} stubborn.py
+            health: false
+            stop_timeout_seconds: 120
+        """,
+    )
+    run = devstack.start("up", "--no-proxy")
+    run.wait_for("service(s) up")
+    run.wait_for("stubborn | up")
+    run.popen.send_signal(signal.SIGINT)
+    run.wait_for("ignoring SIGTERM")
+    assert run.popen.poll() is None, "devstack should still be waiting for the service"
+    run.popen.send_signal(signal.SIGINT)
+    assert run.popen.wait(timeout=10) == 0
+    assert "forcing: killing every service now" in run.output
