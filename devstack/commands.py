@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from devstack import manifest
+from devstack.errors import TrustError
 from devstack.lock import live_record
 from devstack.output import Printer
 
@@ -82,4 +83,4 @@ def trust(args: argparse.Namespace) -> int:
     report = trust_store.uninstall(authority) if args.uninstall else trust_store.install(authority)
     for line in report.lines():
         print(line)
-    return 0
+    return 0 if report.is_complete else TrustError.exit_code

@@ -224,7 +224,7 @@ class SessionUpstream:
         loop = asyncio.get_running_loop()
         limit = self._upstream_timeout
         try:
-            async with asyncio.timeout(loop.time() + limit) as deadline:
+            async with asyncio.timeout_at(loop.time() + limit) as deadline:
 
                 def progress() -> None:
                     deadline.reschedule(loop.time() + limit)

@@ -1,0 +1,140 @@
+"""The clients that put load on a front door: ``wrk`` for requests per second and latency, ``curl``
+for correctness checks and for the streaming throughput of one large body.
+
+wrk reports through a small Lua ``done`` hook (exact microseconds, error counts) rather than its
+human-readable summary. Both clients speak HTTP/1.1 to every contender (wrk always does; curl is
+told to, since it would pick HTTP/2 with Caddy).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from bench.errors import BenchError
+
+WRK_REPORT = """\
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH-WRK requests=%d duration_us=%d socket_errors=%d bad_status=%d "
+    .. "mean_us=%.1f p50_us=%d p99_us=%d\\n",
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency.mean, latency:percentile(50), latency:percentile(99)))
+end
+"""
+_WRK_LINE = re.compile(r"BENCH-WRK (.*)")
+CLIENT_SLACK_SECONDS = 60.0
+"""Added to a client's own duration for its subprocess timeout: the run is always bounded."""
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests: int
+    seconds: float
+    socket_errors: int
+    bad_status: int
+    mean_us: float
+    p50_us: float
+    p99_us: float
+
+    @property
+    def requests_per_second(self) -> float:
+        return self.requests / self.seconds
+
+
+class Wrk:
+    """``wrk -t1 -c<connections> -d<seconds>s <url>``, its report written to ``folder``."""
+
+    def __init__(self, folder: Path) -> None:
+        self._script = folder / "wrk-report.lua"
+        self._script.write_text(WRK_REPORT)
+
+    def run(self, url: str, *, connections: int, seconds: float) -> WrkResult:
+        argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "-s", str(self._script), url]
+        try:
+            done = subprocess.run(
+                argv, capture_output=True, text=True, timeout=seconds + CLIENT_SLACK_SECONDS
+            )
+        except FileNotFoundError as exc:
+            raise BenchError("wrk is not installed; apt-get install wrk") from exc
+        found = _WRK_LINE.search(done.stdout)
+        if done.returncode != 0 or found is None:
+            raise BenchError(
+                f"wrk on {url} failed (exit {done.returncode}):\n{done.stdout}{done.stderr}"
+            )
+        fields = dict(item.split("=", 1) for item in found.group(1).split())
+        result = WrkResult(
+            requests=int(fields["requests"]),
+            seconds=int(fields["duration_us"]) / 1e6,
+            socket_errors=int(fields["socket_errors"]),
+            bad_status=int(fields["bad_status"]),
+            mean_us=float(fields["mean_us"]),
+            p50_us=float(fields["p50_us"]),
+            p99_us=float(fields["p99_us"]),
+        )
+        if result.requests == 0 or result.bad_status:
+            raise BenchError(
+                f"wrk on {url}: {result.requests} requests, {result.bad_status} answered with a "
+                f"status other than 2xx/3xx; check the contender's log"
+            )
+        return result
+
+
+@dataclass(frozen=True)
+class Download:
+    status: int
+    size: int
+    seconds: float
+
+    @property
+    def megabytes_per_second(self) -> float:
+        return self.size / self.seconds / 1e6
+
+
+def _curl_argv(url: str, cacert: Path | None, max_seconds: float) -> list[str]:
+    argv = ["curl", "--http1.1", "-sS", "--max-time", f"{max_seconds:g}"]
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        # Pin the address so every contender is reached the same way (IPv4 loopback).
+        argv += ["--resolve", f"{parts.hostname}:{parts.port}:127.0.0.1"]
+        if cacert is not None:
+            argv += ["--cacert", str(cacert)]
+    return argv
+
+
+def fetch(url: str, cacert: Path | None) -> tuple[int, bytes]:
+    """GET ``url`` verifying its certificate against ``cacert``; the status and the body."""
+    argv = _curl_argv(url, cacert, 10) + ["-o", "-", "-w", "\n%{http_code}", url]
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=10 + CLIENT_SLACK_SECONDS)
+    except FileNotFoundError as exc:
+        raise BenchError("curl is not installed; apt-get install curl") from exc
+    if done.returncode != 0:
+        raise BenchError(f"curl {url} failed: {done.stderr.decode(errors='replace').strip()}")
+    body, _, status = done.stdout.rpartition(b"\n")
+    return int(status), body
+
+
+def download(url: str, cacert: Path | None, *, expected_bytes: int) -> Download:
+    """GET a large body into /dev/null; fail unless it is 200 and all ``expected_bytes``."""
+    max_seconds = 300.0
+    argv = _curl_argv(url, cacert, max_seconds) + [
+        "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}", url,
+    ]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=max_seconds + CLIENT_SLACK_SECONDS
+    )
+    try:
+        status, size, seconds = done.stdout.split()
+        result = Download(int(status), int(size), float(seconds))
+    except ValueError as exc:
+        raise BenchError(f"curl {url} failed: {done.stderr.strip()}") from exc
+    if result.status != 200 or result.size != expected_bytes:
+        raise BenchError(
+            f"download of {url}: status {result.status}, {result.size} of {expected_bytes} bytes"
+        )
+    return result
