@@ -17,11 +17,27 @@ import os
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from devstack.config import RestartPolicy, ServiceSpec, StackSpec
 from devstack.env import service_environment
 from devstack.errors import ServiceStartError
+from devstack.events import (
+    BackoffElapsed,
+    Clock,
+    Event,
+    MonotonicClock,
+    ProcessExited,
+    ProcessStarted,
+    ReadinessOverdue,
+    RestartRequested,
+    ServiceBecameReady,
+    ShutdownFinished,
+    ShutdownRequested,
+    StartFailed,
+    StartRequested,
+    StopRequested,
+)
 from devstack.guardian import Guardian
 from devstack.health import wait_until_ready
 from devstack.output import Printer
@@ -36,99 +52,6 @@ EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
 SETTLED = (ServiceState.READY, ServiceState.DONE)
 FINAL = (ServiceState.STOPPED, ServiceState.DONE, ServiceState.CRASHED, ServiceState.FAILED)
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class MonotonicClock:
-    def now(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-# Events: what happened (past tense) or what was asked for. Frozen, posted to one queue.
-@dataclass(frozen=True)
-class ProcessStarted:
-    name: str
-    pid: int
-
-
-@dataclass(frozen=True)
-class ProcessExited:
-    name: str
-    pid: int
-    returncode: int
-
-
-@dataclass(frozen=True)
-class ServiceBecameReady:
-    name: str
-    pid: int
-    elapsed_seconds: float
-
-
-@dataclass(frozen=True)
-class ReadinessOverdue:
-    name: str
-    pid: int
-
-
-@dataclass(frozen=True)
-class StartFailed:
-    name: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class BackoffElapsed:
-    name: str
-    attempt: int
-
-
-@dataclass(frozen=True)
-class StartRequested:
-    name: str
-
-
-@dataclass(frozen=True)
-class StopRequested:
-    name: str
-
-
-@dataclass(frozen=True)
-class RestartRequested:
-    name: str
-
-
-@dataclass(frozen=True)
-class ShutdownRequested:
-    force: bool = False
-
-
-@dataclass(frozen=True)
-class ShutdownFinished:
-    pass
-
-
-Event = (
-    ProcessStarted
-    | ProcessExited
-    | ServiceBecameReady
-    | ReadinessOverdue
-    | StartFailed
-    | BackoffElapsed
-    | StartRequested
-    | StopRequested
-    | RestartRequested
-    | ShutdownRequested
-    | ShutdownFinished
-)
 
 
 @dataclass
