@@ -115,7 +115,7 @@ def hello_port(launched: Launched) -> int:
 
 def hello_service() -> dict[str, Any]:
     """The Python upstream as a devstack service (devstack gives it ``$PORT``)."""
-    return {"command": f"{shlex.quote(PYTHON)} {shlex.quote(str(HELLO_SCRIPT))}", "port": free_port()}
+    return {"command": shlex.join([PYTHON, str(HELLO_SCRIPT)]), "port": free_port()}
 
 
 def nginx_service(folder: Path, big_file_bytes: int) -> dict[str, Any]:
@@ -128,9 +128,8 @@ def nginx_service(folder: Path, big_file_bytes: int) -> dict[str, Any]:
     big = www / "big.bin"
     with open(big, "wb") as f:
         f.truncate(big_file_bytes)  # sparse: zeros without writing a GiB to disk
-    # nginx workers drop root privileges to "nobody": let them reach the file, nothing else.
-    for path in (folder.parent, folder, prefix):
-        path.chmod(0o711)
+    # nginx workers drop root's privileges (to "nobody"): they must be able to read the file.
+    # The bench's temporary root is made traversable (0711) by ``python -m bench`` for this.
     www.chmod(0o755)
     big.chmod(0o644)
     conf = prefix / "nginx.conf"

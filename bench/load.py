@@ -53,35 +53,42 @@ class Wrk:
         self._script = folder / "wrk-report.lua"
         self._script.write_text(WRK_REPORT)
 
-    def run(self, url: str, *, connections: int, seconds: float) -> WrkResult:
-        argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "-s", str(self._script), url]
+    def run(self, url: str, *, connections: int, seconds: int) -> WrkResult:
+        argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(self._script), url]
         try:
             done = subprocess.run(
                 argv, capture_output=True, text=True, timeout=seconds + CLIENT_SLACK_SECONDS
             )
         except FileNotFoundError as exc:
             raise BenchError("wrk is not installed; apt-get install wrk") from exc
-        found = _WRK_LINE.search(done.stdout)
-        if done.returncode != 0 or found is None:
+        result = parse_wrk_report(done.stdout) if done.returncode == 0 else None
+        if result is None:
             raise BenchError(
                 f"wrk on {url} failed (exit {done.returncode}):\n{done.stdout}{done.stderr}"
             )
-        fields = dict(item.split("=", 1) for item in found.group(1).split())
-        result = WrkResult(
-            requests=int(fields["requests"]),
-            seconds=int(fields["duration_us"]) / 1e6,
-            socket_errors=int(fields["socket_errors"]),
-            bad_status=int(fields["bad_status"]),
-            mean_us=float(fields["mean_us"]),
-            p50_us=float(fields["p50_us"]),
-            p99_us=float(fields["p99_us"]),
-        )
         if result.requests == 0 or result.bad_status:
             raise BenchError(
                 f"wrk on {url}: {result.requests} requests, {result.bad_status} answered with a "
                 f"status other than 2xx/3xx; check the contender's log"
             )
         return result
+
+
+def parse_wrk_report(stdout: str) -> WrkResult | None:
+    """The figures :data:`WRK_REPORT` printed, or ``None`` when wrk printed no report."""
+    found = _WRK_LINE.search(stdout)
+    if found is None:
+        return None
+    fields = dict(item.split("=", 1) for item in found.group(1).split())
+    return WrkResult(
+        requests=int(fields["requests"]),
+        seconds=int(fields["duration_us"]) / 1e6,
+        socket_errors=int(fields["socket_errors"]),
+        bad_status=int(fields["bad_status"]),
+        mean_us=float(fields["mean_us"]),
+        p50_us=float(fields["p50_us"]),
+        p99_us=float(fields["p99_us"]),
+    )
 
 
 @dataclass(frozen=True)
@@ -108,7 +115,7 @@ def _curl_argv(url: str, cacert: Path | None, max_seconds: float) -> list[str]:
 
 def fetch(url: str, cacert: Path | None) -> tuple[int, bytes]:
     """GET ``url`` verifying its certificate against ``cacert``; the status and the body."""
-    argv = _curl_argv(url, cacert, 10) + ["-o", "-", "-w", "\n%{http_code}", url]
+    argv = [*_curl_argv(url, cacert, 10), "-o", "-", "-w", "\n%{http_code}", url]
     try:
         done = subprocess.run(argv, capture_output=True, timeout=10 + CLIENT_SLACK_SECONDS)
     except FileNotFoundError as exc:
@@ -122,9 +129,8 @@ def fetch(url: str, cacert: Path | None) -> tuple[int, bytes]:
 def download(url: str, cacert: Path | None, *, expected_bytes: int) -> Download:
     """GET a large body into /dev/null; fail unless it is 200 and all ``expected_bytes``."""
     max_seconds = 300.0
-    argv = _curl_argv(url, cacert, max_seconds) + [
-        "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}", url,
-    ]
+    report = "%{http_code} %{size_download} %{time_total}"
+    argv = [*_curl_argv(url, cacert, max_seconds), "-o", "/dev/null", "-w", report, url]
     done = subprocess.run(
         argv, capture_output=True, text=True, timeout=max_seconds + CLIENT_SLACK_SECONDS
     )

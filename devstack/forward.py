@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Protocol
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
@@ -27,34 +27,36 @@ from devstack.state import ServiceStatus
 logger = logging.getLogger(__name__)
 
 HOP_BY_HOP_HEADERS = frozenset(
-    istr(name)
-    for name in (
+    {
         # RFC 9110 section 7.6.1: Connection and the fields it is known to carry.
-        "Connection",
-        "Proxy-Connection",
-        "Keep-Alive",
-        "TE",
-        "Transfer-Encoding",
-        "Upgrade",
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "te",
+        "transfer-encoding",
+        "upgrade",
         # Hop-by-hop since RFC 2616 section 13.5.1; still removed by Caddy, nginx and Go.
-        "Proxy-Authenticate",
-        "Proxy-Authorization",
-        "Trailer",
-    )
+        "proxy-authenticate",
+        "proxy-authorization",
+        "trailer",
+    }
 )
-"""Headers that describe one connection and never cross the proxy (RFC 9110 section 7.6.1);
-any header named in ``Connection`` is dropped as well."""
+"""Headers that describe one connection and never cross the proxy (RFC 9110 section 7.6.1),
+in lower case; any header named in ``Connection`` is dropped as well."""
 
 FORWARDED_HEADERS = frozenset(
-    istr(name)
-    for name in ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Prefix")
+    {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-prefix"}
 )
 """Set by the proxy alone: values a client sends are dropped, never trusted or appended to."""
+
+_NOT_FORWARDED = HOP_BY_HOP_HEADERS | FORWARDED_HEADERS | {"expect"}
+"""``Expect: 100-continue`` is answered by the proxy itself when it starts reading the body."""
 
 SMALL_BODY_BYTES = 64 * 1024
 """Responses up to this size (by Content-Length) are sent to the client in one write."""
 
 _EXPECT = istr("Expect")
+_CONNECTION = istr("Connection")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -96,7 +98,7 @@ class RequestBody:
     """The client's body as an async iterator that is read only when the upstream asks for it.
 
     Until then the request can still be retried elsewhere (``is_started`` is false); a client
-    that sent ``Expect: 100-continue`` is told to go on only at that moment. ``on_progress`` is
+    that sent ``Expect: 100-continue`` is told to go on only at that moment. ``progress`` is
     called per chunk so the upstream deadline measures silence, not upload time.
     """
 
@@ -106,7 +108,7 @@ class RequestBody:
         self._request = request
         self.is_started = False
 
-    async def chunks(self, progress: _Progress | None = None) -> AsyncIterator[bytes]:
+    async def chunks(self, progress: Callable[[], None] | None = None) -> AsyncIterator[bytes]:
         self.is_started = True
         request = self._request
         if request.headers.get(_EXPECT, "").lower() == "100-continue" and request.writer:
@@ -115,10 +117,6 @@ class RequestBody:
             if progress is not None:
                 progress()
             yield chunk
-
-
-class _Progress(Protocol):
-    def __call__(self) -> None: ...
 
 
 class Upstream(Protocol):
@@ -142,15 +140,15 @@ class Upstream(Protocol):
         ...
 
 
-def upstream_headers(
-    request: web.BaseRequest, *, prefix: str | None, extra_drop: frozenset[istr] = frozenset()
-) -> CIMultiDict[str]:
+def upstream_headers(request: web.BaseRequest, *, prefix: str | None) -> CIMultiDict[str]:
     """The request headers a service receives: the browser's own (Host included) minus
     hop-by-hop ones, plus ``X-Forwarded-*`` describing the real client."""
     incoming = request.headers
-    drop = HOP_BY_HOP_HEADERS | FORWARDED_HEADERS | extra_drop | _named_in_connection(incoming)
+    drop = _NOT_FORWARDED
+    if _CONNECTION in incoming:
+        drop = drop | named_in_connection(incoming.getall(_CONNECTION))
     headers: CIMultiDict[str] = CIMultiDict(
-        (name, value) for name, value in incoming.items() if name not in drop
+        [(name, value) for name, value in incoming.items() if name.lower() not in drop]
     )
     host = incoming.get("Host", "")
     peer = request.transport.get_extra_info("peername") if request.transport else None
@@ -164,19 +162,21 @@ def upstream_headers(
     return headers
 
 
-def downstream_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+def downstream_headers(incoming: CIMultiDict[str] | CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """A service's response headers as the client receives them: every ``Set-Cookie`` kept
     separate, hop-by-hop ones removed, nothing added."""
-    drop = HOP_BY_HOP_HEADERS | _named_in_connection(incoming)
-    return CIMultiDict((name, value) for name, value in incoming.items() if name not in drop)
+    drop = HOP_BY_HOP_HEADERS
+    if _CONNECTION in incoming:
+        drop = drop | named_in_connection(incoming.getall(_CONNECTION))
+    return CIMultiDict(
+        [(name, value) for name, value in incoming.items() if name.lower() not in drop]
+    )
 
 
-def _named_in_connection(headers: CIMultiDictProxy[str]) -> frozenset[istr]:
-    values = headers.getall("Connection", ())
-    if not values:
-        return frozenset()
+def named_in_connection(values: Iterable[str]) -> frozenset[str]:
+    """The header names a ``Connection`` header lists (lower case): hop-by-hop for this hop."""
     return frozenset(
-        istr(token.strip()) for value in values for token in value.split(",") if token.strip()
+        token.strip().lower() for value in values for token in value.split(",") if token.strip()
     )
 
 
@@ -255,30 +255,22 @@ async def relay(
 ) -> web.StreamResponse:
     """Send the upstream's answer to the client: small bodies in one write, the rest streamed
     chunk by chunk as it arrives (so server-sent events are not held back)."""
-    response = web.StreamResponse(
-        status=upstream.status, reason=upstream.reason, headers=downstream_headers(upstream.headers)
-    )
+    headers = downstream_headers(upstream.headers)
     length = upstream.content_length
     if length is not None and length <= SMALL_BODY_BYTES:
         try:
             body = await upstream.read()
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamBroken(service, _describe(exc)) from exc
-        await _send(request, response, body)
-        return response
-    await _send(request, response, None)
+        return await start_response(request, upstream.status, upstream.reason, headers, body)
+    response = await start_response(request, upstream.status, upstream.reason, headers, None)
     try:
         async for chunk in upstream.content.iter_any():
             await response.write(chunk)
     except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
         # Too late for an error page: cut the client off so it sees the answer is incomplete.
-        logger.info(
-            "%s broke off its answer to %s %s: %s",
-            service,
-            request.method,
-            request.path,
-            _describe(exc),
-        )
+        logger.info("%s broke off its answer to %s %s: %s", service, request.method,
+                    request.path, _describe(exc))  # fmt: skip
         if request.transport is not None:
             request.transport.close()
         return response
@@ -288,13 +280,46 @@ async def relay(
     return response
 
 
-async def _send(request: web.BaseRequest, response: web.StreamResponse, body: bytes | None) -> None:
+class ProxiedResponse(web.StreamResponse):
+    """A service's answer passed on as it is; headers go out at once (an event stream's
+    client sees them before the first event).
+
+    aiohttp would add ``Content-Type: application/octet-stream`` to a body without one, which
+    changes how browsers treat it (they sniff such bodies), so that default is taken back.
+    This hooks aiohttp's private ``_prepare_headers``; a test guards it.
+    """
+
+    async def _prepare_headers(self) -> None:
+        has_type = hdrs.CONTENT_TYPE in self.headers
+        await super()._prepare_headers()
+        if not has_type:
+            self.headers.popall(hdrs.CONTENT_TYPE, None)
+
+
+class WholeProxiedResponse(ProxiedResponse):
+    """A small answer: status line, headers and body leave in one write."""
+
+    _send_headers_immediately = False
+
+
+async def start_response(
+    request: web.BaseRequest,
+    status: int,
+    reason: str | None,
+    headers: CIMultiDict[str],
+    body: bytes | None,
+) -> web.StreamResponse:
+    """Send status and headers to the client, with the whole ``body`` when it is given (the
+    caller streams the body otherwise)."""
+    kind = ProxiedResponse if body is None else WholeProxiedResponse
+    response = kind(status=status, reason=reason, headers=headers)
     try:
         await response.prepare(request)
         if body is not None:
             await response.write_eof(body)
     except ConnectionResetError as exc:
         raise ClientGone("client", "client closed the connection") from exc
+    return response
 
 
 def _describe(exc: BaseException) -> str:

@@ -90,24 +90,26 @@ class Proxy:
         self._wanted_port = spec.proxy.port if port is None else port
         self._timeouts = timeouts
         self._table = RouteTable.from_spec(spec)
-        self._upstream: Upstream = upstream or SessionUpstream(
-            upstream_timeout=spec.proxy.upstream_timeout_seconds
-        )
+        self._upstream = upstream or default_upstream(spec.proxy.upstream_timeout_seconds)
         self._ws_session: aiohttp.ClientSession | None = None
         self._listeners: list[socket.socket] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._http_servers: list[asyncio.Server] = []
         self._port: int | None = None
-        handler = self._handle_logged if access_logger.isEnabledFor(logging.DEBUG) else self._handle
-        self._https = web.Server(
-            handler,
+        self._https = self._https_server()
+        self._redirector = web.Server(
+            self._redirect, access_log=None, keepalive_timeout=timeouts.first_byte_seconds
+        )
+
+    def _https_server(self) -> web.Server:
+        # Whether to write the access log is decided here, once: nothing per request when off.
+        logged = access_logger.isEnabledFor(logging.DEBUG)
+        return web.Server(
+            self._handle_logged if logged else self._handle,
             handler_cancellation=True,
             access_log=None,
             auto_decompress=False,
-            keepalive_timeout=timeouts.idle_seconds,
-        )
-        self._redirector = web.Server(
-            self._redirect, access_log=None, keepalive_timeout=timeouts.first_byte_seconds
+            keepalive_timeout=self._timeouts.idle_seconds,
         )
 
     @property
@@ -139,6 +141,7 @@ class Proxy:
     async def start(self) -> None:
         """Bind every ``proxy.bind`` address (raising :class:`PortError` at once when the port
         is taken) and start accepting."""
+        self._https = self._https_server()  # logging is configured by now
         self._listeners = bind_listeners(self._spec.proxy.bind, self._wanted_port, role="proxy")
         self._port = self._listeners[0].getsockname()[1]
         loop = asyncio.get_running_loop()
@@ -161,12 +164,14 @@ class Proxy:
         logger.info("proxy listening on %s", self.url)
 
     async def stop(self) -> None:
-        for sock in self._listeners:
-            sock.close()
-        self._listeners = []
+        """Stop accepting, close every connection (open ones get ``shutdown_seconds`` to
+        finish) and the upstream pool. Safe to call more than once."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for sock in self._listeners:
+            sock.close()
+        self._listeners = []
         for server in self._http_servers:
             server.close()
         await self._https.shutdown(self._timeouts.shutdown_seconds)
@@ -194,7 +199,8 @@ class Proxy:
                     logger.warning("proxy cannot accept connections: %s", exc)
                     await asyncio.sleep(0.1)  # back off until descriptors are free again
                     continue
-                raise
+                logger.error("proxy stopped accepting on %s: %s", listener.getsockname(), exc)
+                return
             conn.setblocking(False)
             self._spawn(self._dispatch(conn))
 
@@ -215,9 +221,12 @@ class Proxy:
                 )
             else:
                 await loop.connect_accepted_socket(self._redirector, conn)
-        except (OSError, TimeoutError, ssl.SSLError) as exc:
+        except (OSError, TimeoutError) as exc:
             logger.debug("dropped a connection before its first request: %r", exc)
             conn.close()
+        except asyncio.CancelledError:
+            conn.close()
+            raise
 
     async def _redirect(self, request: web.BaseRequest) -> web.StreamResponse:
         """Plain HTTP: send the client to the same URL over https on the proxy's port."""
@@ -266,6 +275,10 @@ class Proxy:
         request[SERVICE_KEY] = service
         try:
             return await self._forward(request, service, match)
+        except asyncio.CancelledError:
+            logger.debug("client left before %s answered %s %s", service, request.method,
+                         request.path)  # fmt: skip
+            raise
         except ForwardError as failure:
             response = pages.failure_page(request, failure)
             if response is None:
@@ -337,6 +350,16 @@ class Proxy:
         if status.is_ready:
             return status
         return await self._wait_ready(service, status)
+
+
+def default_upstream(upstream_timeout: float) -> Upstream:
+    """The lean httptools leg when the ``fast`` extra is installed, else aiohttp's client."""
+    try:
+        from devstack.upstream import PooledUpstream
+    except ImportError:
+        logger.debug("httptools is not installed: forwarding with aiohttp's client")
+        return SessionUpstream(upstream_timeout=upstream_timeout)
+    return PooledUpstream(upstream_timeout=upstream_timeout)
 
 
 def _why(status: ServiceStatus) -> str:

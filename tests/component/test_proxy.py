@@ -10,13 +10,14 @@ import os
 import socket
 import ssl
 import subprocess
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+import devstack.proxy
 from devstack.config import RouteSpec
 from devstack.errors import PortError
 from devstack.proxy import Proxy, ProxyTimeouts
@@ -25,11 +26,24 @@ from devstack.tls import ca_cert_path, client_context
 from tests.component.test_proxy_harness import (
     StandInDirectory,
     make_spec,
+    raw_upstream,
     running_proxy,
     upstream,
+    use_leg,
     verified_client,
 )
 from tests.conditions import async_wait_until
+
+
+@pytest.fixture(autouse=True, params=["pooled", "session"])
+def leg(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Every test runs on both upstream legs: httptools on uvloop, aiohttp's client on asyncio."""
+    monkeypatch.setattr(devstack.proxy, "default_upstream", use_leg(request.param))
+    try:
+        yield request.param
+    finally:
+        asyncio.set_event_loop_policy(None)
+
 
 ROUTES = (
     RouteSpec(path="/api", service="api"),
@@ -55,7 +69,7 @@ def echo_app(name: str, seen: list[web.Request] | None = None) -> web.Applicatio
         }
         return web.json_response(answer)
 
-    app = web.Application()
+    app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
 
@@ -71,7 +85,11 @@ Scenario = Callable[[int, StandInDirectory], Awaitable[None]]
 
 
 def run_with_services(
-    tmp_path: Path, scenario: Scenario, *, timeouts: ProxyTimeouts = ProxyTimeouts(), **proxy: object
+    tmp_path: Path,
+    scenario: Scenario,
+    *,
+    timeouts: ProxyTimeouts | None = None,
+    **proxy: object,
 ) -> None:
     """Start echo services ``api`` and ``startup`` and a proxy in front; run ``scenario``."""
 
@@ -114,10 +132,10 @@ def test_request_headers_reach_the_service_rewritten_as_a_proxy_should(tmp_path:
             b"GET /api/items?q=1 HTTP/1.1\r\n"
             + f"Host: localhost:{port}\r\n".encode()
             + b"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: evil\r\nX-Forwarded-Proto: http\r\n"
-            b"Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\n"
-            b"X-Drop-Me: 1\r\nX-Keep-Me: 2\r\nCookie: a=1\r\nConnection: close, X-Drop-Me\r\n\r\n"
+            b"keep-alive: timeout=5\r\nTE: trailers\r\nPROXY-AUTHORIZATION: Basic x\r\n"
+            b"X-DROP-ME: 1\r\nX-Keep-Me: 2\r\nCookie: a=1\r\nconnection: close, x-drop-me\r\n\r\n"
         )
-        status, _, body = split_response(await raw_exchange(port, request))
+        status, _headers, body = split_response(await raw_exchange(port, request))
         assert status == "HTTP/1.1 200 OK"
         answer = json.loads(body)
         got = headers_of(answer)
@@ -129,9 +147,15 @@ def test_request_headers_reach_the_service_rewritten_as_a_proxy_should(tmp_path:
         assert got["x-forwarded-host"] == [f"localhost:{port}"]
         assert got["x-keep-me"] == ["2"]
         assert got["cookie"] == ["a=1"]
-        for dropped in ("keep-alive", "te", "proxy-authorization", "x-drop-me", "x-forwarded-prefix"):
+        for dropped in (
+            "keep-alive",
+            "te",
+            "proxy-authorization",
+            "x-drop-me",
+            "x-forwarded-prefix",
+        ):
             assert dropped not in got, dropped
-        assert "close" not in got.get("connection", [""])[0].lower() or True
+        assert "connection" not in got
 
     run_with_services(tmp_path, scenario)
 
@@ -267,12 +291,101 @@ def test_server_sent_events_arrive_chunk_by_chunk(tmp_path: Path) -> None:
         async with upstream(app) as api:
             directory = StandInDirectory({"api": api})
             spec = make_spec(tmp_path, {"api": api}, ROUTES[:1])
-            async with running_proxy(spec, directory) as proxy, verified_client() as client:
-                async with client.get(f"{proxy.url}/api/events") as resp:
-                    assert resp.headers["Content-Type"] == "text/event-stream"
-                    assert await resp.content.readuntil(b"\n\n") == b"data: one\n\n"
-                    go_on.set()
-                    assert await resp.content.readuntil(b"\n\n") == b"data: two\n\n"
+            async with (
+                running_proxy(spec, directory) as proxy,
+                verified_client() as client,
+                client.get(f"{proxy.url}/api/events") as resp,
+            ):
+                assert resp.headers["Content-Type"] == "text/event-stream"
+                assert await resp.content.readuntil(b"\n\n") == b"data: one\n\n"
+                go_on.set()
+                assert await resp.content.readuntil(b"\n\n") == b"data: two\n\n"
+
+    asyncio.run(main())
+
+
+RAW_CASES = [
+    # (what the service sends, status the client gets, body the client gets)
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", 200, b"hello"),
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", 200, b"until the end"),
+    (b"HTTP/1.1 204 No Content\r\n\r\n", 204, b""),
+    (
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+        201,
+        b"ok",
+    ),
+    (b"this is not HTTP at all\r\n\r\n", 502, None),
+]
+
+
+@pytest.mark.parametrize(("answer", "status", "body"), RAW_CASES)
+def test_answers_pass_as_sent_and_garbage_is_a_502(
+    tmp_path: Path, answer: bytes, status: int, body: bytes | None
+) -> None:
+    async def main() -> None:
+        async with raw_upstream(answer, close_after=True) as api:
+            spec = make_spec(tmp_path, {"api": api}, ROUTES[:1])
+            async with (
+                running_proxy(spec, StandInDirectory({"api": api})) as proxy,
+                verified_client() as client,
+                client.get(f"{proxy.url}/api") as resp,
+            ):
+                assert resp.status == status
+                if body is not None:
+                    assert await resp.read() == body
+                    assert "Content-Type" not in resp.headers  # none sent, none added
+
+    asyncio.run(main())
+
+
+def test_hop_by_hop_answer_headers_are_dropped_whatever_their_case(tmp_path: Path) -> None:
+    async def main() -> None:
+        answer = (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive, X-Secret\r\n"
+            b"x-secret: 1\r\nkeep-alive: timeout=5\r\nset-cookie: a=1\r\nset-cookie: b=2\r\n"
+            b"x-kept: yes\r\n\r\nok"
+        )
+        async with raw_upstream(answer, close_after=False) as api:
+            spec = make_spec(tmp_path, {"api": api}, ROUTES[:1])
+            async with (
+                running_proxy(spec, StandInDirectory({"api": api})) as proxy,
+                verified_client() as client,
+                client.get(f"{proxy.url}/api") as resp,
+            ):
+                assert resp.headers.getall("Set-Cookie") == ["a=1", "b=2"]
+                assert resp.headers["X-Kept"] == "yes"
+                assert "X-Secret" not in resp.headers and "Keep-Alive" not in resp.headers
+
+    asyncio.run(main())
+
+
+def test_an_answer_cut_short_by_the_service_is_cut_short_for_the_client(tmp_path: Path) -> None:
+    async def main() -> None:
+        answer = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000
+        async with raw_upstream(answer, close_after=True) as api:
+            spec = make_spec(tmp_path, {"api": api}, ROUTES[:1])
+            async with (
+                running_proxy(spec, StandInDirectory({"api": api})) as proxy,
+                verified_client() as client,
+                client.get(f"{proxy.url}/api") as resp,
+            ):
+                assert resp.status == 200
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await resp.read()
+
+    asyncio.run(main())
+
+
+def test_pooled_connections_the_service_closed_are_not_a_failure(tmp_path: Path) -> None:
+    async def main() -> None:
+        answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        async with raw_upstream(answer, close_after=True) as api:
+            spec = make_spec(tmp_path, {"api": api}, ROUTES[:1])
+            async with running_proxy(spec, StandInDirectory({"api": api})) as proxy, \
+                    verified_client() as client:  # fmt: skip
+                for _ in range(10):
+                    async with client.get(f"{proxy.url}/api") as resp:
+                        assert (resp.status, await resp.read()) == (200, b"ok")
 
     asyncio.run(main())
 
@@ -347,10 +460,9 @@ def test_a_request_is_held_while_its_service_starts_then_goes_through(tmp_path: 
 def test_a_service_still_starting_after_the_wait_gets_a_503(tmp_path: Path) -> None:
     async def scenario(port: int, directory: StandInDirectory) -> None:
         directory.set("api", ServiceState.STARTING)
-        async with verified_client() as client:
-            async with client.get(f"https://localhost:{port}/api") as resp:
-                assert resp.status == 503
-                assert "still starting" in await resp.text()
+        async with verified_client() as client, client.get(f"https://localhost:{port}/api") as r:
+            assert r.status == 503
+            assert "still starting" in await r.text()
 
     run_with_services(tmp_path, scenario, wait_seconds=0.2)
 
@@ -469,13 +581,59 @@ def test_plain_http_on_the_https_port_is_redirected(tmp_path: Path) -> None:
     run_with_services(tmp_path, scenario)
 
 
+def test_the_optional_http_port_only_redirects(tmp_path: Path, free_port: int) -> None:
+    async def scenario(port: int, _: StandInDirectory) -> None:
+        async with aiohttp.ClientSession() as plain:
+            url = f"http://localhost:{free_port}/api/x?y=1"
+            async with plain.get(url, allow_redirects=False) as resp:
+                assert resp.status == 308
+                assert resp.headers["Location"] == f"https://localhost:{port}/api/x?y=1"
+            evil = {"Host": "evil.example"}
+            async with plain.get(url, headers=evil, allow_redirects=False) as resp:
+                assert resp.status == 403
+
+    run_with_services(tmp_path, scenario, http_port=free_port)
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(tmp_path: Path) -> None:
+    async def scenario(port: int, _: StandInDirectory) -> None:
+        payload = tmp_path / "payload.bin"
+        payload.write_bytes(b"z" * 3_000_000)
+        result = await asyncio.to_thread(
+            subprocess.run,
+            ["curl", "-sS", "--cacert", str(ca_cert_path()), "--expect100-timeout", "60",
+             "-H", "Expect: 100-continue", "--data-binary", f"@{payload}",
+             f"https://localhost:{port}/api/upload"],
+            capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        answer = json.loads(result.stdout)
+        assert answer["body_bytes"] == 3_000_000
+        assert "expect" not in headers_of(answer)
+
+    run_with_services(tmp_path, scenario)
+
+
+def test_a_client_that_never_finishes_its_headers_is_dropped(tmp_path: Path) -> None:
+    async def scenario(port: int, _: StandInDirectory) -> None:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_context(), server_hostname="localhost"
+        )
+        writer.write(b"GET /api HTTP/1.1\r\nHost: local")  # and nothing more
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""
+        writer.close()
+
+    run_with_services(tmp_path, scenario, timeouts=ProxyTimeouts(idle_seconds=0.3))
+
+
 def test_curl_and_openssl_verify_the_certificate_against_the_ca(tmp_path: Path) -> None:
     async def scenario(port: int, _: StandInDirectory) -> None:
         ca = str(ca_cert_path())
         for url in (f"https://localhost:{port}/api/c", f"https://api.localhost:{port}/c"):
             result = await asyncio.to_thread(
                 subprocess.run,
-                ["curl", "-sS", "--cacert", ca, "--resolve", f"api.localhost:{port}:127.0.0.1", url],
+                ["curl", "-sS", "--cacert", ca,
+                 "--resolve", f"api.localhost:{port}:127.0.0.1", url],
                 capture_output=True, text=True, timeout=10, check=True,
             )  # fmt: skip
             assert json.loads(result.stdout)["service"] == "api"
@@ -498,7 +656,9 @@ def test_ipv6_loopback_is_served_when_the_machine_has_it(tmp_path: Path) -> None
     async def scenario(port: int, _: StandInDirectory) -> None:
         try:
             raw = await raw_exchange(
-                port, b"GET /api/six HTTP/1.1\r\nHost: [::1]\r\nConnection: close\r\n\r\n", host="::1"
+                port,
+                b"GET /api/six HTTP/1.1\r\nHost: [::1]\r\nConnection: close\r\n\r\n",
+                host="::1",
             )
         except OSError as exc:
             pytest.skip(f"::1 not usable here: {exc}")
@@ -564,6 +724,52 @@ def test_a_client_that_leaves_while_held_costs_no_error(
 
     run_with_services(tmp_path, scenario)
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_client_that_leaves_mid_upload_costs_no_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        received = asyncio.Event()
+
+        async def upload(request: web.Request) -> web.Response:
+            try:
+                async for _ in request.content.iter_any():
+                    received.set()
+            finally:
+                received.set()
+            return web.Response(text="done")
+
+        app = web.Application()
+        app.router.add_post("/api/up", upload)
+        async with upstream(app) as api:
+            directory = StandInDirectory({"api": api})
+            spec = make_spec(tmp_path, {"api": api}, ROUTES[:1])
+            async with running_proxy(spec, directory) as proxy:
+                _, writer = await asyncio.open_connection(
+                    "127.0.0.1", proxy.port, ssl=client_context(), server_hostname="localhost"
+                )
+                writer.write(
+                    b"POST /api/up HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000\r\n"
+                    b"\r\n" + b"a" * 1000
+                )
+                await writer.drain()
+                async with asyncio.timeout(5):
+                    await received.wait()
+                writer.transport.abort()
+                # The next request still works: nothing in the proxy is stuck or broken.
+                async with (
+                    verified_client() as client,
+                    client.post(f"{proxy.url}/api/up", data=b"x" * 10) as resp,
+                ):
+                    assert (resp.status, await resp.text()) == (200, "done")
+
+    asyncio.run(main())
+    problems = [
+        r for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name.startswith(("devstack", "asyncio"))
+    ]  # fmt: skip
+    assert problems == []
 
 
 def test_aiohttp_session_rejects_an_untrusted_certificate(tmp_path: Path) -> None:

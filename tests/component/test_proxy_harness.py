@@ -2,8 +2,9 @@
 port 0, a proxy with a real certificate from devstack's CA, and a client that verifies it.
 
 Run as a program it starts a proxy in front of one always-ready service, so a test can watch
-the proxy's memory from outside: ``python -m tests.component.test_proxy_harness UPSTREAM_PORT``
-prints the proxy's port on stdout and serves until stdin closes.
+the proxy's memory from outside:
+``python -m tests.component.test_proxy_harness UPSTREAM_PORT pooled|session`` prints the
+proxy's port on stdout and serves until stdin closes.
 """
 
 from __future__ import annotations
@@ -11,18 +12,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
+import devstack.proxy
 from devstack.config import ProxySpec, RouteSpec, ServiceSpec, StackSpec
+from devstack.forward import SessionUpstream, Upstream
 from devstack.proxy import Proxy, ProxyTimeouts
 from devstack.routing import certificate_hosts
 from devstack.state import ServiceState, ServiceStatus
 from devstack.tls import ServerCertificate, client_context, load_or_create_ca
+from devstack.upstream import PooledUpstream
 
 
 class StandInDirectory:
@@ -89,20 +93,49 @@ async def upstream(app: web.Application) -> AsyncIterator[int]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     try:
-        sockets = site._server.sockets if site._server else ()  # noqa: SLF001
-        yield sockets[0].getsockname()[1]
+        port: int = runner.addresses[0][1]
+        yield port
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def raw_upstream(answer: bytes, *, close_after: bool) -> AsyncIterator[int]:
+    """A hand-written service: reads one request head per exchange and writes ``answer``
+    byte for byte (for answers aiohttp would never send), closing after it if asked."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(answer)
+                await writer.drain()
+                if close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        port: int = server.sockets[0].getsockname()[1]
+        yield port
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 @asynccontextmanager
 async def running_proxy(
     spec: StackSpec,
     directory: StandInDirectory,
-    timeouts: ProxyTimeouts = ProxyTimeouts(),
+    timeouts: ProxyTimeouts | None = None,
 ) -> AsyncIterator[Proxy]:
     certificate = ServerCertificate(load_or_create_ca(), certificate_hosts(spec))
-    async with Proxy(spec, directory, certificate.context, port=0, timeouts=timeouts) as proxy:
+    context = certificate.context
+    async with Proxy(
+        spec, directory, context, port=0, timeouts=timeouts or ProxyTimeouts()
+    ) as proxy:
         yield proxy
 
 
@@ -119,6 +152,18 @@ async def verified_client(**kwargs: object) -> AsyncIterator[aiohttp.ClientSessi
         yield session
 
 
+def use_leg(leg: str) -> Callable[[float], Upstream]:
+    """``pooled``: the httptools leg on uvloop; ``session``: aiohttp's client on asyncio.
+    Sets the event loop policy; returns the factory to use as ``default_upstream``."""
+    if leg == "session":
+        asyncio.set_event_loop_policy(None)
+        return lambda timeout: SessionUpstream(upstream_timeout=timeout)
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return lambda timeout: PooledUpstream(upstream_timeout=timeout)
+
+
 async def _serve_forever(upstream_port: int) -> None:
     directory = StandInDirectory({"web": upstream_port})
     spec = make_spec(Path.cwd(), {"web": upstream_port})
@@ -130,4 +175,5 @@ async def _serve_forever(upstream_port: int) -> None:
 
 
 if __name__ == "__main__":
+    devstack.proxy.default_upstream = use_leg(sys.argv[2])  # type: ignore[assignment]
     asyncio.run(_serve_forever(int(sys.argv[1])))

@@ -96,11 +96,27 @@ def test_crash_loop_backs_off_exponentially_then_fails(tmp_path: Path) -> None:
 
 def test_a_healthy_period_resets_the_backoff(tmp_path: Path) -> None:
     clock = FakeClock()
-    spec = stack(tmp_path, ServiceSpec(name="flaky", command="false", cwd=tmp_path))
+    runs, release = tmp_path / "runs", tmp_path / "release"
+    # Crashes at once, except the third run, which waits for the test before crashing.
+    (tmp_path / "flaky.py").write_text(
+        "import pathlib, sys, time\n"
+        f"runs, release = pathlib.Path({str(runs)!r}), pathlib.Path({str(release)!r})\n"
+        "with runs.open('a') as f:\n"
+        "    f.write('x')\n"
+        "if len(runs.read_text()) == 3:\n"
+        "    while not release.exists():\n"
+        "        time.sleep(0.01)\n"
+        "sys.exit(1)\n"
+    )
+    spec = stack(tmp_path, ServiceSpec(name="flaky", command=f"{PY} flaky.py", cwd=tmp_path))
+
+    def third_run_started() -> bool:
+        return runs.exists() and len(runs.read_text()) == 3
 
     async def body(supervisor: Supervisor) -> None:
-        await async_wait_until(lambda: len(clock.sleeps) >= 2, message="two restarts")
-        clock.time += 3600  # the next run "lasts" an hour before it crashes
+        await async_wait_until(third_run_started, message="the third run")
+        clock.time += 3600  # the third run "lasts" an hour before it crashes
+        release.touch()
         await async_wait_until(lambda: len(clock.sleeps) >= 3, message="a third restart")
 
     asyncio.run(supervise(spec, body, clock=clock))

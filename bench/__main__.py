@@ -1,0 +1,170 @@
+"""``python -m bench``: parse the options, run the sections, print one table per section."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from bench import profile, proxy, supervise
+from bench.errors import BenchError
+from bench.launcher import Launcher
+from bench.report import Table
+
+logger = logging.getLogger("bench")
+
+EXIT_OK = 0
+EXIT_TARGETS_MISSED = 1
+TOOLS = {
+    "supervisor": (("honcho", "pip install honcho"),),
+    "profile": (
+        ("py-spy", "pip install py-spy"),
+        ("wrk", "apt-get install wrk"),
+        ("caddy", "apt-get install caddy"),
+        ("curl", "apt-get install curl"),
+    ),
+    "proxy": (
+        ("caddy", "apt-get install caddy"),
+        ("nginx", "apt-get install nginx-light"),
+        ("wrk", "apt-get install wrk"),
+        ("curl", "apt-get install curl"),
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark devstack against honcho (supervisor) and Caddy (proxy), "
+        "with ratios against anchors measured in the same run.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer and shorter rounds (under a minute)"
+    )
+    parser.add_argument(
+        "--only", choices=("supervisor", "proxy"), help="run one section instead of both"
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        nargs="?",
+        const=10,
+        metavar="SECONDS",
+        help="instead of benchmarking, sample devstack's proxy with py-spy under wrk -c50 "
+        "(default 10 s) and print where its time goes",
+    )
+    parser.add_argument(
+        "--profile-output", type=Path, metavar="FILE", help="keep py-spy's raw stacks here"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug lines from the bench")
+    return parser
+
+
+def check_tools(sections: Sequence[str]) -> None:
+    """Fail before anything starts when a contender or client is missing."""
+    missing = []
+    for section in sections:
+        for tool, install in TOOLS[section]:
+            found = (
+                _python_module_exists(tool) if tool == "honcho" else shutil.which(tool) is not None
+            )
+            if not found:
+                missing.append(f"{tool} ({install})")
+    if missing:
+        raise BenchError(f"missing: {', '.join(missing)}; see bench/README.md")
+
+
+def _python_module_exists(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def machine_line() -> str:
+    versions = [f"{os.cpu_count()} CPU(s)", f"Python {sys.version.split()[0]}"]
+    for argv in (["caddy", "version"], ["nginx", "-v"], ["wrk", "-v"]):
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        words = (done.stdout + done.stderr).split()
+        version = next((w for w in words if any(c.isdigit() for c in w)), "?")
+        versions.append(f"{argv[0]} {version.rsplit('/', 1)[-1]}")
+    return "machine: " + ", ".join(versions)
+
+
+def run(sections: Sequence[str], args: argparse.Namespace) -> list[Table]:
+    """Run each section in one temporary folder and print its table as soon as it is done."""
+    tables = []
+    with tempfile.TemporaryDirectory(prefix="devstack-bench-") as tmp:
+        folder = Path(tmp)
+        # Traversable but not listable by others: nginx workers run as "nobody" under root.
+        folder.chmod(0o711)
+        with Launcher(folder) as launcher:
+            for section in sections:
+                began = time.monotonic()
+                if section == "profile":
+                    found = profile.run(
+                        launcher, folder / "profile", args.profile, args.profile_output
+                    )
+                    print(found.render() + "\n", flush=True)
+                    continue
+                if section == "supervisor":
+                    settings = supervise.QUICK if args.quick else supervise.FULL
+                    table = supervise.run(launcher, folder / "supervisor", settings)
+                else:
+                    proxy_settings = proxy.QUICK if args.quick else proxy.FULL
+                    table = proxy.run(launcher, folder / "proxy", proxy_settings)
+                logger.info("%s section took %.0f s", section, time.monotonic() - began)
+                print(table.render() + "\n", flush=True)
+                tables.append(table)
+    return tables
+
+
+def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwinds through the launcher, which stops everything
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="bench: %(message)s",
+        stream=sys.stderr,
+    )
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    if args.profile is not None:
+        sections = ["profile"]
+    else:
+        sections = [args.only] if args.only else ["supervisor", "proxy"]
+    try:
+        check_tools(sections)
+        print(machine_line() + "\n", flush=True)
+        tables = run(sections, args)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; every process the bench started was stopped", file=sys.stderr)
+        return 130
+    if not tables:
+        return EXIT_OK
+    rows = [row for table in tables for row in table.rows if row.ok is not None]
+    missed = [row for table in tables for row in table.missed]
+    print(f"{len(rows) - len(missed)} of {len(rows)} targets met")
+    for row in missed:
+        print(f"  missed: {row.metric}")
+    return EXIT_TARGETS_MISSED if missed else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The bench's own tests: ``python -m pytest bench -q``. Parsing and table logic on fixed inputs,
+and the launcher against real processes (a grandchild included) on this machine."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import procfs
+from bench.launcher import Launcher
+from bench.load import parse_wrk_report
+from bench.poll import wait_until
+from bench.ports import free_ports, port_accepts
+from bench.profile import parse_collapsed
+from bench.report import Row, Table, ratio_at_least, ratio_at_most, value_below
+
+
+def test_ratio_targets_compare_with_the_anchor() -> None:
+    assert Row("r", 9_000, 8_000, "req/s", ratio_at_least(1.0)).ok is True
+    assert Row("r", 5_000, 8_000, "req/s", ratio_at_least(0.7)).ok is False
+    assert Row("t", 0.8, 0.9, "s", ratio_at_most(1.0)).ok is True
+    assert Row("t", 0.8, 0.9, "s", ratio_at_most(1.0)).ratio == pytest.approx(0.8 / 0.9)
+
+
+def test_an_anchor_lost_in_the_noise_has_no_ratio_but_still_a_verdict() -> None:
+    worse = Row("added latency", 120.0, -30.0, "us", ratio_at_most(1.0))
+    better = Row("added latency", -50.0, 10.0, "us", ratio_at_most(1.0))
+    assert worse.ratio is None and worse.ok is False
+    assert better.ratio is None and better.ok is True
+
+
+def test_value_targets_and_missing_figures() -> None:
+    assert Row("rss", 59.9, None, "MB", value_below(60)).ok is True
+    assert Row("rss", 60.0, None, "MB", value_below(60)).ok is False
+    assert Row("ratio without anchor", 1.0, None, "s", ratio_at_most(1.0)).ok is None
+    assert Row("information", 1.0, 2.0, "us").ok is None
+
+
+def test_table_renders_every_column_and_lists_what_missed() -> None:
+    table = Table("Section", anchor="caddy")
+    table.add(Row("req/s", 4_000, 8_000, "req/s", ratio_at_least(1.0)))
+    table.add(Row("rss", 50, 40, "MB", value_below(80)))
+    table.note("an anchor")
+    text = table.render()
+    header = [cell.strip() for cell in text.splitlines()[2].strip("|").split("|")]
+    assert header == ["metric", "devstack", "caddy", "ratio", "target", "ok?"]
+    assert "4,000 req/s" in text and "0.50x" in text and "NO" in text and "yes" in text
+    assert text.endswith("- an anchor")
+    assert [row.metric for row in table.missed] == ["req/s"]
+
+
+def test_wrk_report_is_parsed_from_the_lua_hook_line() -> None:
+    stdout = (
+        "Running 5s test @ https://localhost:1/\n"
+        "BENCH-WRK requests=1000 duration_us=2000000 socket_errors=3 bad_status=0 "
+        "mean_us=512.5 p50_us=400 p99_us=2100\n"
+    )
+    result = parse_wrk_report(stdout)
+    assert result is not None
+    assert result.requests_per_second == 500
+    assert (result.socket_errors, result.mean_us, result.p99_us) == (3, 512.5, 2100)
+    assert parse_wrk_report("unable to connect to localhost:1 Connection refused") is None
+
+
+def test_profile_counts_functions_not_lines_and_drops_start_up_frames() -> None:
+    raw = (
+        "_run_module_as_main (<frozen runpy>:198);Runner.run (asyncio/runners.py:118);"
+        "Proxy._handle (devstack/proxy.py:266);StreamWriter._write (aiohttp/http_writer.py:104) 3\n"
+        "Proxy._handle (devstack/proxy.py:270);StreamWriter._write (aiohttp/http_writer.py:99) 1\n"
+        "Runner.run (asyncio/runners.py:118) 4\n"
+    )
+    total, own, inclusive = parse_collapsed(raw)
+    assert total == 8
+    assert own[0] == ("StreamWriter._write (aiohttp/http_writer.py)", 4)
+    assert own[1] == ("Runner.run (asyncio/runners.py)", 4)
+    assert dict(inclusive) == {
+        "Proxy._handle (devstack/proxy.py)": 4,
+        "StreamWriter._write (aiohttp/http_writer.py)": 4,
+    }
+
+
+def test_free_ports_are_distinct_and_closed() -> None:
+    ports = free_ports(5)
+    assert len(set(ports)) == 5
+    assert not any(port_accepts(port) for port in ports)
+
+
+def test_procfs_reads_this_process() -> None:
+    memory = procfs.memory(os.getpid())
+    assert 0 < memory.rss_kib <= memory.peak_kib
+    assert procfs.cpu_seconds(os.getpid()) > 0
+    assert procfs.is_alive(os.getpid())
+
+
+def test_launcher_stops_a_program_and_its_grandchild(tmp_path: Path) -> None:
+    script = (
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],"
+        " start_new_session=True)\n"
+        "print('started', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    with Launcher(tmp_path) as launcher:
+        parent = launcher.start("parent", [sys.executable, "-c", script])
+        wait_until(lambda: "started" in parent.output(), timeout=10, message="the parent to start")
+        below = wait_until(
+            parent.remember_descendants, timeout=10, message="the grandchild to appear"
+        )
+        assert all(procfs.is_same_alive(identity) for identity in below)
+    assert parent.has_exited
+    wait_until(
+        lambda: not any(procfs.is_same_alive(identity) for identity in below),
+        timeout=10,
+        message="the grandchild, in its own session, to be stopped too",
+    )

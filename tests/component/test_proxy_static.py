@@ -1,0 +1,140 @@
+"""Static routes through the proxy: files, caching headers, ranges, and nothing outside."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from devstack.config import RouteSpec
+from devstack.tls import ca_cert_path
+from tests.component.test_proxy_harness import (
+    StandInDirectory,
+    make_spec,
+    running_proxy,
+    verified_client,
+)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A stack folder: public/ (served) beside secrets that must never be served."""
+    public = tmp_path / "public"
+    (public / "docs").mkdir(parents=True)
+    (public / "index.html").write_text("<h1>home</h1>")
+    (public / "app.js").write_text("console.log('hi')\n" * 100)
+    (public / "style.css").write_text("body{}")
+    (public / "docs" / "index.html").write_text("<h1>docs</h1>")
+    (public / "docs" / "guide.txt").write_text("0123456789")
+    (public / ".env").write_text("SECRET=1")
+    (public / ".git").mkdir()
+    (public / ".git" / "config").write_text("[core]")
+    (public / "nodir").mkdir()
+    (tmp_path / "secret.txt").write_text("top secret")
+    (public / "escape").symlink_to(tmp_path / "secret.txt")
+    (public / "escape-dir").symlink_to(tmp_path)
+    (public / "inside").symlink_to(public / "style.css")
+    return tmp_path
+
+
+def serve(site: Path, scenario: Callable[[str], Awaitable[None]]) -> None:
+    async def main() -> None:
+        routes = (
+            RouteSpec(path="/", static=Path("public")),
+            RouteSpec(path="/assets", static=site / "public"),
+        )
+        spec = make_spec(site, {"api": 1}, routes)
+        async with running_proxy(spec, StandInDirectory({"api": 1})) as proxy:
+            await scenario(proxy.url)
+
+    asyncio.run(main())
+
+
+def test_files_folders_and_content_types(site: Path) -> None:
+    async def scenario(url: str) -> None:
+        async with verified_client() as client:
+            for path, body, kind in [
+                ("/", "<h1>home</h1>", "text/html"),
+                ("/index.html", "<h1>home</h1>", "text/html"),
+                ("/style.css", "body{}", "text/css"),
+                ("/docs/", "<h1>docs</h1>", "text/html"),
+                ("/assets/style.css", "body{}", "text/css"),
+                ("/assets/docs/guide.txt", "0123456789", "text/plain"),
+                ("/inside", "body{}", None),
+            ]:
+                async with client.get(url + path) as resp:
+                    assert resp.status == 200, path
+                    assert await resp.text() == body
+                    if kind:
+                        assert resp.content_type == kind, path
+            async with client.get(f"{url}/docs?x=1", allow_redirects=False) as resp:
+                assert resp.status == 308
+                assert resp.headers["Location"] == "/docs/?x=1"
+            async with client.get(f"{url}/nodir/") as resp:
+                assert resp.status == 404  # a folder without index.html: no listing
+            async with client.post(f"{url}/style.css") as resp:
+                assert resp.status == 405
+
+    serve(site, scenario)
+
+
+def test_conditional_requests_ranges_and_head(site: Path) -> None:
+    async def scenario(url: str) -> None:
+        async with verified_client() as client:
+            async with client.get(f"{url}/docs/guide.txt") as resp:
+                etag = resp.headers["ETag"]
+                modified = resp.headers["Last-Modified"]
+            async with client.get(f"{url}/docs/guide.txt", headers={"If-None-Match": etag}) as resp:
+                assert resp.status == 304
+            headers = {"If-Modified-Since": modified}
+            async with client.get(f"{url}/docs/guide.txt", headers=headers) as resp:
+                assert resp.status == 304
+            async with client.get(f"{url}/docs/guide.txt", headers={"Range": "bytes=2-5"}) as resp:
+                assert resp.status == 206
+                assert await resp.read() == b"2345"
+                assert resp.headers["Content-Range"] == "bytes 2-5/10"
+            async with client.head(f"{url}/app.js") as resp:
+                assert resp.status == 200
+                assert resp.headers["Content-Length"] == str(len("console.log('hi')\n") * 100)
+                assert await resp.read() == b""
+
+    serve(site, scenario)
+
+
+TRAVERSALS = [
+    "/.env",
+    "/.git/config",
+    "/docs/../.env",
+    "/%2e%2e/secret.txt",
+    "/..%2fsecret.txt",
+    "/docs/..%2f..%2fsecret.txt",
+    "/%2e%2e%2fsecret.txt",
+    "/%252e%252e/secret.txt",
+    "/assets/../secret.txt",
+    "/assets/%2e%2e/secret.txt",
+    "/escape",
+    "/escape-dir/secret.txt",
+    "/docs/%00",
+    "/docs\\..\\..\\secret.txt",
+]
+
+
+def test_nothing_outside_the_root_and_no_dotfiles(site: Path) -> None:
+    async def scenario(url: str) -> None:
+        port = url.rsplit(":", 1)[1]
+        for path in TRAVERSALS:
+            # curl with --path-as-is sends the path exactly as written (no dot-segment removal).
+            result = await asyncio.to_thread(
+                subprocess.run,
+                ["curl", "-sS", "--path-as-is", "--cacert", str(ca_cert_path()),
+                 "-w", "\n%{http_code}", f"https://localhost:{port}{path}"],
+                capture_output=True, text=True, timeout=10, check=True,
+            )  # fmt: skip
+            body, _, status = result.stdout.rpartition("\n")
+            assert status == "404", f"{path} answered {status}"
+            assert "top secret" not in body and "SECRET" not in body and "[core]" not in body
+
+    serve(site, scenario)

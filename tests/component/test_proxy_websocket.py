@@ -1,0 +1,116 @@
+"""WebSockets through the proxy, against a real aiohttp WebSocket service."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+from devstack.config import RouteSpec
+from tests.component.test_proxy_harness import (
+    StandInDirectory,
+    make_spec,
+    running_proxy,
+    upstream,
+    verified_client,
+)
+
+
+def ws_app(seen_headers: list[dict[str, str]]) -> web.Application:
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        seen_headers.append(dict(request.headers))
+        ws = web.WebSocketResponse(protocols=("chat.v2",), autoping=False)
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                if msg.data.startswith("close:"):
+                    _, code, reason = msg.data.split(":", 2)
+                    await ws.close(code=int(code), message=reason.encode())
+                    break
+                await ws.send_str(f"echo {msg.data}")
+            elif msg.type is WSMsgType.BINARY:
+                await ws.send_bytes(msg.data[::-1])
+            elif msg.type is WSMsgType.PING:
+                await ws.pong(msg.data)
+                await ws.ping(b"server-ping")
+        return ws
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=403, text="no sockets here")
+
+    app = web.Application()
+    app.router.add_get("/api/ws", socket)
+    app.router.add_get("/api/no", refuse)
+    return app
+
+
+def test_frames_both_ways_subprotocol_and_close_code(tmp_path: Path) -> None:
+    async def main() -> None:
+        seen: list[dict[str, str]] = []
+        async with upstream(ws_app(seen)) as api:
+            spec = make_spec(tmp_path, {"api": api}, (RouteSpec(path="/api", service="api"),))
+            async with running_proxy(spec, StandInDirectory({"api": api})) as proxy, \
+                    verified_client() as client:  # fmt: skip
+                async with client.ws_connect(
+                    f"{proxy.url}/api/ws?room=1",
+                    protocols=("chat.v1", "chat.v2"),
+                    autoping=False,
+                    headers={"Cookie": "session=abc"},
+                ) as ws:
+                    assert ws.protocol == "chat.v2"  # the service's choice
+                    await ws.send_str("hello")
+                    assert (await ws.receive()).data == "echo hello"
+                    await ws.send_bytes(b"\x00\x01\x02")
+                    assert (await ws.receive()).data == b"\x02\x01\x00"
+                    await ws.ping(b"client-ping")
+                    pong = await ws.receive()
+                    assert (pong.type, pong.data) == (WSMsgType.PONG, b"client-ping")
+                    ping = await ws.receive()
+                    assert (ping.type, ping.data) == (WSMsgType.PING, b"server-ping")
+                    await ws.send_str("close:4001:bye now")
+                    closing = await ws.receive()
+                    assert closing.type is WSMsgType.CLOSE
+                    assert (closing.data, closing.extra) == (4001, "bye now")
+                headers = seen[0]
+                assert headers["Cookie"] == "session=abc"
+                assert headers["X-Forwarded-Proto"] == "https"
+                assert headers["Host"] == f"localhost:{proxy.port}"
+
+    asyncio.run(main())
+
+
+def test_client_close_reaches_the_service_and_refusals_pass_through(tmp_path: Path) -> None:
+    async def main() -> None:
+        closed = asyncio.Event()
+        codes: list[int | None] = []
+
+        async def socket(request: web.Request) -> web.WebSocketResponse:
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            async for _ in ws:
+                pass
+            codes.append(ws.close_code)
+            closed.set()
+            return ws
+
+        app = ws_app([])
+        app.router.add_get("/api/quiet", socket)
+        async with upstream(app) as api:
+            spec = make_spec(tmp_path, {"api": api}, (RouteSpec(path="/api", service="api"),))
+            async with running_proxy(spec, StandInDirectory({"api": api})) as proxy, \
+                    verified_client() as client:  # fmt: skip
+                ws = await client.ws_connect(f"{proxy.url}/api/quiet")
+                await ws.close(code=4002, message=b"leaving")
+                async with asyncio.timeout(5):
+                    await closed.wait()
+                assert codes == [4002]
+                try:
+                    await client.ws_connect(f"{proxy.url}/api/no")
+                except aiohttp.WSServerHandshakeError as exc:
+                    assert exc.status == 403
+                else:
+                    raise AssertionError("the refused upgrade was accepted")
+
+    asyncio.run(main())
