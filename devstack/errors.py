@@ -1,7 +1,7 @@
 """Every error devstack raises on purpose, each with the exit code the CLI maps it to.
 
     DevstackError                 exit 1   base; ``str(err)`` is the whole message
-    ├── ManifestError             exit 2   the manifest is unreadable or invalid (file:line: key: ...)
+    ├── ManifestError             exit 2   the manifest is unreadable or invalid (file:line: key)
     │   └── ManifestErrors        exit 2   several ManifestErrors found in one pass
     ├── StateError                exit 3   .devstack/ is locked by a live run, or unusable
     ├── PortError                 exit 4   a port that must not move (the proxy's) is taken
