@@ -17,6 +17,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -107,6 +108,8 @@ class ServiceProcess:
         self._drained: asyncio.Future[None] | None = None
         self._group_gone = False
         self._stop_requested = False
+        self.spawned_at = 0.0
+        """``time.monotonic()`` when the process was spawned."""
 
     @property
     def pid(self) -> int | None:
@@ -152,6 +155,7 @@ class ServiceProcess:
             ) from exc
         finally:
             os.close(write_fd)
+        self.spawned_at = time.monotonic()
         if self._guardian is not None:
             self._guardian.register(self._popen.pid, self.stop_timeout_seconds)
         self._exited = loop.create_future()

@@ -35,7 +35,6 @@ from aiohttp import web
 
 from devstack import pages, static, websocket
 from devstack.config import StackSpec
-from devstack.errors import PortError
 from devstack.forward import (
     ForwardError,
     RequestBody,
@@ -45,7 +44,7 @@ from devstack.forward import (
     UpstreamRefused,
     upstream_headers,
 )
-from devstack.ports import find_holder
+from devstack.listen import Listeners, bind_proxy
 from devstack.routing import Match, RouteTable, is_allowed_host, normalize_host
 from devstack.state import ServiceDirectory, ServiceState, ServiceStatus
 
@@ -83,8 +82,12 @@ class Proxy:
         port: int | None = None,
         timeouts: ProxyTimeouts = ProxyTimeouts(),
         upstream: Upstream | None = None,
+        listeners: Listeners | None = None,
     ) -> None:
+        """``listeners``: sockets bound beforehand (see :mod:`devstack.listen`); without them,
+        ``start()`` binds ``port`` (default ``proxy.port``)."""
         self._spec = spec
+        self._prebound = listeners
         self._directory = directory
         self._ssl_context = ssl_context
         self._wanted_port = spec.proxy.port if port is None else port
@@ -142,16 +145,15 @@ class Proxy:
         """Bind every ``proxy.bind`` address (raising :class:`PortError` at once when the port
         is taken) and start accepting."""
         self._https = self._https_server()  # logging is configured by now
-        self._listeners = bind_listeners(self._spec.proxy.bind, self._wanted_port, role="proxy")
-        self._port = self._listeners[0].getsockname()[1]
+        listeners = self._prebound or bind_proxy(self._spec, self._wanted_port)
+        self._prebound = None
+        self._listeners = listeners.https
+        self._port = listeners.port
         loop = asyncio.get_running_loop()
         try:
-            if self._spec.proxy.http_port is not None:
-                for sock in bind_listeners(
-                    self._spec.proxy.bind, self._spec.proxy.http_port, role="proxy.http_port"
-                ):
-                    server = await loop.create_server(self._redirector, sock=sock)
-                    self._http_servers.append(server)
+            for sock in listeners.http:
+                server = await loop.create_server(self._redirector, sock=sock)
+                self._http_servers.append(server)
             await self._upstream.start()
             self._ws_session = aiohttp.ClientSession(
                 cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False
@@ -398,53 +400,3 @@ async def _readable(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> Non
         await ready
     finally:
         loop.remove_reader(conn.fileno())
-
-
-def bind_listeners(hosts: tuple[str, ...], port: int, *, role: str) -> list[socket.socket]:
-    """Listening sockets on every host, all on one port (``0``: the first one's pick).
-    An address family the machine lacks (no IPv6) is skipped with a debug line."""
-    sockets: list[socket.socket] = []
-    try:
-        for host in hosts:
-            sock = _bind_one(host, port, role=role)
-            if sock is not None:
-                sockets.append(sock)
-                port = sock.getsockname()[1]
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    if not sockets:
-        raise PortError(f"{role} could not listen on any of {', '.join(hosts)}; check proxy.bind")
-    return sockets
-
-
-def _bind_one(host: str, port: int, *, role: str) -> socket.socket | None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        sock = socket.socket(family, socket.SOCK_STREAM)
-    except OSError as exc:
-        logger.debug("%s: no %s on this machine (%s); skipping it", role, host, exc)
-        return None
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((host.strip("[]"), port))
-        sock.listen(1024)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise PortError(port_taken_message(role, port)) from exc
-        if family == socket.AF_INET6 and exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
-            logger.debug("%s: cannot listen on %s (%s); skipping it", role, host, exc)
-            return None
-        raise PortError(f"{role} cannot listen on {host} port {port}: {exc.strerror}") from exc
-    return sock
-
-
-def port_taken_message(role: str, port: int) -> str:
-    holder = find_holder(port)
-    who = f"held by {holder}" if holder is not None else "in use by another program"
-    return f"{role} port {port} is {who}; stop it or use --port N"

@@ -262,7 +262,7 @@ class Supervisor:
         self.post(ProcessExited(name, pid, returncode))
 
     async def _probe(self, s: _Service, process: ServiceProcess, pid: int) -> None:
-        started = time.monotonic()
+        started = process.spawned_at
         probe = asyncio.ensure_future(
             wait_until_ready(s.spec.health, s.port, is_alive=lambda: process.returncode is None)
         )

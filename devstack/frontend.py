@@ -1,0 +1,64 @@
+"""The stack's front door as ``devstack up`` runs it: the proxy with its certificate.
+
+Imported only when the proxy is on, after the services have been spawned: aiohttp and
+cryptography take a few hundred milliseconds to load, which then overlap the services' own
+start-up instead of delaying it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from devstack.config import StackSpec
+from devstack.listen import Listeners
+from devstack.proxy import Proxy
+from devstack.routing import certificate_hosts
+from devstack.state import ServiceDirectory
+from devstack.tls import ServerCertificate, load_or_create_ca
+
+
+class Frontend:
+    """The proxy with its certificate: one HTTPS origin for the whole stack."""
+
+    def __init__(self, spec: StackSpec, listeners: Listeners) -> None:
+        self.spec = spec
+        self._listeners = listeners
+        self._proxy: Proxy | None = None
+        self._renewal: asyncio.Task[None] | None = None
+        authority = load_or_create_ca()
+        self.ca_path = authority.cert_path
+        self.certificate = ServerCertificate(authority, certificate_hosts(spec))
+
+    async def start(self, directory: ServiceDirectory) -> None:
+        self._proxy = Proxy(
+            self.spec, directory, self.certificate.context, listeners=self._listeners
+        )
+        await self._proxy.start()
+        self._renewal = asyncio.get_running_loop().create_task(self.certificate.keep_renewed())
+
+    async def stop(self) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewal
+        if self._proxy is not None:
+            await self._proxy.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._proxy is not None
+        return self._proxy.url
+
+    def service_url(self, name: str) -> str | None:
+        """Where a browser reaches ``name`` through the proxy (its first route)."""
+        assert self._proxy is not None
+        port = self._proxy.port
+        if not self.spec.routes:
+            return f"https://{name}.localhost:{port}/"
+        for route in self.spec.routes:
+            if route.service != name:
+                continue
+            host = route.host or "localhost"
+            return f"https://{host}:{port}{route.path or '/'}"
+        return None
