@@ -3,6 +3,11 @@
 A probe is one attempt with a short deadline; :func:`wait_until_ready` repeats it, quickly at first
 (services that start in milliseconds are seen in milliseconds) and then every
 ``health.interval_seconds``, until it succeeds or the service is no longer alive.
+
+Before the first probe, a :class:`ListenWatcher` waits for the port to have a listening socket
+at all, asking the kernel once per tick for every waiting service together: twenty services
+booting on two cores are not slowed by twenty probe loops. The probe that follows is still the
+real test (it connects, or GETs the health path).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import logging
 from collections.abc import Callable
 
 from devstack.config import HealthSpec
+from devstack.listening import ListeningPorts
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +80,69 @@ async def probe(health: HealthSpec, port: int) -> bool:
     return await probe_http(port, health.path)
 
 
+class ListenWatcher:
+    """Waits for ports to listen, with one kernel query per tick for all of them."""
+
+    def __init__(self, ports: ListeningPorts | None = None, tick_seconds: float = 0.01) -> None:
+        self._ports = ports if ports is not None else ListeningPorts()
+        self._tick = tick_seconds
+        self._waiters: dict[int, set[asyncio.Future[None]]] = {}
+        self._poller: asyncio.Task[None] | None = None
+        self.is_available = self._ports.snapshot() is not None
+
+    async def wait(self, port: int, timeout: float) -> bool:
+        """True once ``port`` listens; False after ``timeout`` (or when the kernel won't say)."""
+        if not self.is_available:
+            return False
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(port, set()).add(future)
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return False
+        finally:
+            waiting = self._waiters.get(port)
+            if waiting is not None:
+                waiting.discard(future)
+                if not waiting:
+                    del self._waiters[port]
+        return True
+
+    async def _poll(self) -> None:
+        while self._waiters:
+            listening = self._ports.snapshot()
+            if listening is None:
+                self.is_available = False
+                listening = frozenset(self._waiters)  # let every waiter fall back to probing
+            for port in listening & self._waiters.keys():
+                for future in self._waiters[port]:
+                    if not future.done():
+                        future.set_result(None)
+            await asyncio.sleep(self._tick)
+
+    def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+        self._ports.close()
+
+
 async def wait_until_ready(
-    health: HealthSpec, port: int, *, is_alive: Callable[[], bool] = lambda: True
+    health: HealthSpec,
+    port: int,
+    *,
+    is_alive: Callable[[], bool] = lambda: True,
+    watcher: ListenWatcher | None = None,
 ) -> bool:
     """Probe until ready (True) or until the service is no longer alive (False); no deadline here:
     the caller decides what a slow start means."""
+    if not health.enabled:
+        return True
+    if watcher is not None:
+        while is_alive() and watcher.is_available:
+            if await watcher.wait(port, timeout=health.interval_seconds * 2):
+                break
     interval = FIRST_INTERVAL_SECONDS
     while is_alive():
         if await probe(health, port):

@@ -39,7 +39,7 @@ from devstack.events import (
     StopRequested,
 )
 from devstack.guardian import Guardian
-from devstack.health import wait_until_ready
+from devstack.health import ListenWatcher, wait_until_ready
 from devstack.output import Printer
 from devstack.process import ServiceProcess
 from devstack.restart import Backoff
@@ -121,6 +121,7 @@ class Supervisor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._shutting_down = False
         self._finished = False
+        self._listen_watcher = ListenWatcher()
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         """Resolves once every service is ready (or done); fails with ServiceStartError when one
         cannot start during start-up."""
@@ -182,6 +183,7 @@ class Supervisor:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._listen_watcher.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -216,6 +218,9 @@ class Supervisor:
                 self._finished = True
         if not self._shutting_down:
             self._start_eligible()
+            if all(s.state in FINAL for s in self._services.values()):
+                self._printer.system("every service has ended; nothing left to run")
+                self._on_shutdown(force=False)
         self._check_started()
 
     # --- transitions -------------------------------------------------------------------------
@@ -264,7 +269,12 @@ class Supervisor:
     async def _probe(self, s: _Service, process: ServiceProcess, pid: int) -> None:
         started = process.spawned_at
         probe = asyncio.ensure_future(
-            wait_until_ready(s.spec.health, s.port, is_alive=lambda: process.returncode is None)
+            wait_until_ready(
+                s.spec.health,
+                s.port,
+                is_alive=lambda: process.returncode is None,
+                watcher=self._listen_watcher,
+            )
         )
         try:
             done, _ = await asyncio.wait({probe}, timeout=s.spec.health.timeout_seconds)
