@@ -1,8 +1,9 @@
-"""``devstack up``: one event loop owning the supervisor, the proxy and the signals.
+"""``devstack up`` once :mod:`devstack.launch` has prepared it: one event loop owning the
+supervisor, the proxy and the signals.
 
-Order of a run: take the manifest's lock, decide ports, bind the proxy (its port is the contract,
-so a taken proxy port fails before anything starts), start the guardian, then the supervisor.
-The first SIGINT/SIGTERM stops everything gracefully (dependents first); a second one forces.
+The supervisor adopts the services launched early and starts the rest in dependency order; the
+proxy's modules load in the meantime. The first SIGINT/SIGTERM stops everything gracefully
+(dependents first); a second one forces.
 """
 
 from __future__ import annotations
@@ -14,17 +15,14 @@ import importlib
 import logging
 import signal
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from devstack.config import StackSpec
 from devstack.errors import DevstackError, ServiceStartError
-from devstack.guardian import Guardian
-from devstack.listen import Listeners, bind_proxy
-from devstack.lock import RunLock
+from devstack.launch import Launch
+from devstack.listen import Listeners
 from devstack.output import Printer
-from devstack.ports import PortAssignment, assign_ports
+from devstack.ports import PortAssignment
 from devstack.state import ServiceState
 from devstack.supervisor import Supervisor
 
@@ -37,42 +35,6 @@ EXIT_OK = 0
 EXIT_SERVICES_FAILED = 1
 
 
-@dataclass(frozen=True)
-class UpOptions:
-    proxy_port: int | None = None
-    """Overrides ``proxy.port`` (``devstack up --port``)."""
-    proxy: bool = True
-    verbose: bool = False
-
-
-class PrinterLogHandler(logging.Handler):
-    """devstack's own log records, printed as ``devstack |`` lines between the services' lines."""
-
-    def __init__(self, printer: Printer) -> None:
-        super().__init__()
-        self._printer = printer
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self._printer.system(self.format(record), error=record.levelno >= logging.WARNING)
-        except Exception:  # a logging handler must never raise into the code that logged
-            self.handleError(record)
-
-
-@contextlib.contextmanager
-def logging_to(printer: Printer, *, verbose: bool) -> Iterator[None]:
-    handler = PrinterLogHandler(printer)
-    root = logging.getLogger("devstack")
-    previous = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(previous)
-
-
 def exit_code_of(supervisor: Supervisor) -> int:
     states = {status.state for status in supervisor.statuses()}
     if states & {ServiceState.FAILED, ServiceState.CRASHED}:
@@ -80,61 +42,34 @@ def exit_code_of(supervisor: Supervisor) -> int:
     return EXIT_OK
 
 
-async def up(spec: StackSpec, options: UpOptions, printer: Printer) -> int:
-    lock = RunLock(spec.state_dir)
-    with logging_to(printer, verbose=options.verbose), lock.held(spec.manifest_path):
-        assignments = assign_ports(spec, proxy_port=options.proxy_port)
-        for assignment in assignments.values():
-            if message := assignment.message():
-                printer.system(message)
-        stack = Stack(spec, options, printer, assignments, lock)
-        return await stack.run()
-
-
 class Stack:
-    """The parts of one ``devstack up`` and the order they start and stop in."""
+    """One ``devstack up`` from the event loop's side: supervisor, proxy, signals."""
 
-    def __init__(
-        self,
-        spec: StackSpec,
-        options: UpOptions,
-        printer: Printer,
-        assignments: dict[str, PortAssignment],
-        lock: RunLock,
-    ) -> None:
-        self.spec = spec
-        self.options = options
+    def __init__(self, launch: Launch, printer: Printer, *, began: float) -> None:
+        self.launch = launch
+        self.spec = launch.spec
         self.printer = printer
-        self.assignments = assignments
-        self.ports = {name: a.port for name, a in assignments.items()}
-        for name, service in spec.services.items():
-            # A PORT set in the service's own env is what it listens on: probes and routes follow.
-            if service.env.get("PORT", "").isdigit():
-                self.ports[name] = int(service.env["PORT"])
-        self.lock = lock
-        self.guardian = Guardian()
         self.exit_code = EXIT_OK
-        self.began = time.monotonic()
+        self.began = began
         self._signals = 0
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        listeners = None
-        if self.options.proxy and self.spec.proxy.enabled:
-            # The URL is the contract: a taken proxy port fails before anything starts.
-            listeners = bind_proxy(self.spec, self.options.proxy_port)
+        launch = self.launch
         frontend: Frontend | None = None
-        self.guardian.start()
-        supervisor = Supervisor(self.spec, self.ports, self.printer, guardian=self.guardian)
+        supervisor = Supervisor(
+            self.spec, launch.ports, self.printer, guardian=launch.guardian, spawned=launch.spawned
+        )
         try:
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.add_signal_handler(signum, self._on_signal, supervisor)
             async with asyncio.TaskGroup() as group:
                 supervising = group.create_task(supervisor.run())
-                if listeners is not None:
-                    frontend = await self._start_frontend(supervisor, supervising, listeners)
-                self.lock.update(
-                    ports={n: vars_of(a) for n, a in self.assignments.items()},
+                if launch.listeners is not None:
+                    frontend = await self._start_frontend(supervisor, supervising, launch.listeners)
+                    launch.listeners = None  # the proxy owns them now
+                launch.lock.update(
+                    ports={n: vars_of(a) for n, a in launch.assignments.items()},
                     proxy_url=frontend.url if frontend else None,
                 )
                 group.create_task(self._report_start(supervisor, frontend))
@@ -143,9 +78,6 @@ class Stack:
                 loop.remove_signal_handler(signum)
             if frontend is not None:
                 await frontend.stop()
-            elif listeners is not None:
-                listeners.close()
-            self.guardian.close()
         if self.exit_code == EXIT_OK:
             self.exit_code = exit_code_of(supervisor)
         return self.exit_code
@@ -224,17 +156,18 @@ def summary_lines(
     return lines
 
 
-def run(spec: StackSpec, options: UpOptions, printer: Printer) -> int:
-    """Run ``up`` on a fresh event loop: uvloop when installed and the proxy runs (its hot path
-    gains 10-20%); plain asyncio otherwise, which starts faster."""
+def run(launch: Launch, printer: Printer, *, began: float) -> int:
+    """Run the stack on a fresh event loop: uvloop when installed and the proxy runs (its hot
+    path gains 10-20%); plain asyncio otherwise, which starts faster. ``began``:
+    ``time.monotonic()`` when ``devstack up`` started, for the summary."""
     loop_factory: Any = None
-    if options.proxy and spec.proxy.enabled:
+    if launch.proxy_enabled:
         with contextlib.suppress(ImportError):
             import uvloop
 
             loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         try:
-            return runner.run(up(spec, options, printer))
+            return runner.run(Stack(launch, printer, began=began).run())
         except* DevstackError as group:
             raise group.exceptions[0] from None

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from devstack import manifest
 from devstack.errors import TrustError
+from devstack.launch import UpOptions, prepare
 from devstack.lock import live_record
-from devstack.output import Printer
+from devstack.output import Printer, logging_to
 
 
 def _load(args: argparse.Namespace) -> manifest.LoadResult:
@@ -19,15 +21,21 @@ def _load(args: argparse.Namespace) -> manifest.LoadResult:
 
 
 def up(args: argparse.Namespace) -> int:
-    from devstack.app import UpOptions, run
-
+    began = time.monotonic()
     spec = _load(args).spec
     options = UpOptions(proxy_port=args.port, proxy=not args.no_proxy, verbose=args.verbose)
     printer = Printer(spec.services, logs_dir=spec.state_dir / "logs")
-    try:
-        return run(spec, options, printer)
-    finally:
-        printer.close()
+    with logging_to(printer, verbose=options.verbose):
+        try:
+            launch = prepare(spec, options, printer)
+            try:
+                from devstack.app import run  # asyncio and the rest load while services boot
+
+                return run(launch, printer, began=began)
+            finally:
+                launch.close()
+        finally:
+            printer.close()
 
 
 def check(args: argparse.Namespace) -> int:

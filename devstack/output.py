@@ -10,10 +10,11 @@ lines up to :data:`MAX_LINE_BYTES` are kept whole, longer ones are cut into piec
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -166,3 +167,32 @@ class Printer:
         except BrokenPipeError:
             # Our reader went away (`devstack up | head`): keep the services' logs going.
             pass
+
+
+class PrinterLogHandler(logging.Handler):
+    """devstack's own log records, printed as ``devstack |`` lines between the services' lines."""
+
+    def __init__(self, printer: Printer) -> None:
+        super().__init__()
+        self._printer = printer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._printer.system(self.format(record), error=record.levelno >= logging.WARNING)
+        except Exception:  # a logging handler must never raise into the code that logged
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def logging_to(printer: Printer, *, verbose: bool) -> Iterator[None]:
+    """Route the ``devstack`` loggers to ``printer`` (INFO, or DEBUG when verbose) for a while."""
+    handler = PrinterLogHandler(printer)
+    root = logging.getLogger("devstack")
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)

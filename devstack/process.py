@@ -12,18 +12,15 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
-import shlex
-import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from devstack.errors import ServiceStartError
 from devstack.guardian import Guardian, group_members, signal_group
 from devstack.output import LineSplitter
+from devstack.spawn import Spawned, spawn
 
 logger = logging.getLogger(__name__)
 
@@ -31,31 +28,7 @@ GROUP_POLL_SECONDS = 0.01
 KILL_GRACE_SECONDS = 2.0
 """After SIGKILL, how long to wait for the kernel to tear the group down before giving up."""
 
-# Anything that needs a shell to mean what it says: pipes, redirections, variables, globs, ...
-_SHELL_SYNTAX = re.compile(r"[|&;<>()$`\\*?\[\]#~{}!\n]")
-
 OutputHandler = Callable[[list[bytes]], None]
-
-
-def command_argv(command: str) -> list[str]:
-    """Run simple commands directly (one process, exact signals); anything else through sh."""
-    if _SHELL_SYNTAX.search(command):
-        return ["/bin/sh", "-c", command]
-    try:
-        argv = shlex.split(command)
-    except ValueError:
-        return ["/bin/sh", "-c", command]
-    if not argv or "=" in argv[0]:  # `FOO=1 cmd` is a shell assignment
-        return ["/bin/sh", "-c", command]
-    return argv
-
-
-def resolve_executable(argv: list[str], *, cwd: Path, env: Mapping[str, str]) -> str | None:
-    program = argv[0]
-    if "/" in program:
-        path = cwd / program
-        return str(path) if os.access(path, os.X_OK) and path.is_file() else None
-    return shutil.which(program, path=env.get("PATH", os.defpath))
 
 
 class _OutputPump(asyncio.Protocol):
@@ -121,50 +94,34 @@ class ServiceProcess:
             return None
         return self._exited.result()
 
-    async def start(self) -> None:
-        """Spawn the command in its own session; ServiceStartError when it cannot be executed."""
+    async def start(self, spawned: Spawned | None = None) -> None:
+        """Spawn the command (or adopt ``spawned``, started earlier) and begin watching it;
+        ServiceStartError when it cannot be executed."""
         loop = asyncio.get_running_loop()
         if self._stop_requested:
+            if spawned is not None:
+                os.close(spawned.output_fd)
             raise ServiceStartError(f"{self.name}: stopped before it started")
-        argv = command_argv(self.command)
-        executable = resolve_executable(argv, cwd=self._cwd, env=self._env)
-        if executable is None:
-            raise ServiceStartError(
-                f"{self.name}: command not found: {argv[0]} (command: {self.command}); "
-                "check the spelling, the service's cwd and PATH"
-            )
-        read_fd, write_fd = os.pipe()
-        try:
-            # Popen forks and execs in a few hundred microseconds, as asyncio's own subprocess
-            # support does; exit is then watched through a pidfd, never a blocking wait.
-            self._popen = subprocess.Popen(  # noqa: ASYNC220
-                argv,
-                executable=executable,
+        if spawned is None:
+            # Popen forks and execs in well under a millisecond on an idle machine, as
+            # asyncio's own subprocess support does; the exit is then watched via a pidfd.
+            spawned = spawn(
+                self.name,
+                self.command,
                 cwd=self._cwd,
                 env=self._env,
-                stdin=subprocess.DEVNULL,
-                stdout=write_fd,
-                stderr=write_fd,
-                start_new_session=True,
-                close_fds=True,
+                guardian=self._guardian,
+                stop_timeout_seconds=self.stop_timeout_seconds,
             )
-        except OSError as exc:
-            os.close(read_fd)
-            raise ServiceStartError(
-                f"{self.name}: cannot run {argv[0]}: {exc.strerror} (command: {self.command})"
-            ) from exc
-        finally:
-            os.close(write_fd)
-        self.spawned_at = time.monotonic()
-        if self._guardian is not None:
-            self._guardian.register(self._popen.pid, self.stop_timeout_seconds)
+        self._popen = spawned.popen
+        self.spawned_at = spawned.spawned_at
         self._exited = loop.create_future()
         self._watch_exit(loop)
         self._drained = loop.create_future()
         drained = self._drained
-        pipe = os.fdopen(read_fd, "rb", buffering=0)
+        pipe = os.fdopen(spawned.output_fd, "rb", buffering=0)
         await loop.connect_read_pipe(lambda: _OutputPump(self._on_output, drained), pipe)
-        logger.debug("%s: started pid %d: %s", self.name, self._popen.pid, argv)
+        logger.debug("%s: started pid %d: %s", self.name, self._popen.pid, self._popen.args)
 
     def _watch_exit(self, loop: asyncio.AbstractEventLoop) -> None:
         popen, exited = self._popen, self._exited

@@ -43,6 +43,7 @@ from devstack.health import ListenWatcher, wait_until_ready
 from devstack.output import Printer
 from devstack.process import ServiceProcess
 from devstack.restart import Backoff
+from devstack.spawn import Spawned
 from devstack.state import ServiceState, ServiceStatus
 
 logger = logging.getLogger(__name__)
@@ -105,7 +106,10 @@ class Supervisor:
         clock: Clock | None = None,
         base_env: Mapping[str, str] | None = None,
         backoff_factory: Callable[[], Backoff] = Backoff,
+        spawned: dict[str, Spawned | ServiceStartError] | None = None,
     ) -> None:
+        """``spawned``: processes started before the loop ran (see :mod:`devstack.launch`),
+        adopted on their service's first start and removed from the dict then."""
         self.spec = spec
         self._ports = dict(ports)
         self._printer = printer
@@ -122,6 +126,7 @@ class Supervisor:
         self._shutting_down = False
         self._finished = False
         self._listen_watcher = ListenWatcher()
+        self._spawned = spawned if spawned is not None else {}
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         """Resolves once every service is ready (or done); fails with ServiceStartError when one
         cannot start during start-up."""
@@ -253,8 +258,11 @@ class Supervisor:
 
     async def _run_process(self, s: _Service, process: ServiceProcess) -> None:
         name = s.spec.name
+        early = self._spawned.pop(name, None)
         try:
-            await process.start()
+            if isinstance(early, ServiceStartError):
+                raise early
+            await process.start(early)
         except ServiceStartError as exc:
             self.post(StartFailed(name, str(exc)))
             return

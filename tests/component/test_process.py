@@ -15,7 +15,8 @@ import pytest
 
 from devstack.errors import ServiceStartError
 from devstack.guardian import group_members
-from devstack.process import ServiceProcess, command_argv
+from devstack.process import ServiceProcess
+from devstack.spawn import command_argv
 from tests.conditions import async_wait_until, pid_alive
 
 T = TypeVar("T")

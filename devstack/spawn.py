@@ -1,0 +1,99 @@
+"""Starting a service's command: one process in its own session, its output on a pipe.
+
+Synchronous and light (no event loop, no asyncio import), so ``devstack up`` can start the
+services that wait for nothing before its own heavier modules have loaded; everything after the
+spawn (watching the exit, pumping output, stopping) is :mod:`devstack.process`'s.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.errors import ServiceStartError
+from devstack.guardian import Guardian
+
+# Anything that needs a shell to mean what it says: pipes, redirections, variables, globs, ...
+_SHELL_SYNTAX = re.compile(r"[|&;<>()$`\\*?\[\]#~{}!\n]")
+
+
+def command_argv(command: str) -> list[str]:
+    """Run simple commands directly (one process, exact signals); anything else through sh."""
+    if _SHELL_SYNTAX.search(command):
+        return ["/bin/sh", "-c", command]
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return ["/bin/sh", "-c", command]
+    if not argv or "=" in argv[0]:  # `FOO=1 cmd` is a shell assignment
+        return ["/bin/sh", "-c", command]
+    return argv
+
+
+def resolve_executable(argv: list[str], *, cwd: Path, env: Mapping[str, str]) -> str | None:
+    program = argv[0]
+    if "/" in program:
+        path = cwd / program
+        return str(path) if os.access(path, os.X_OK) and path.is_file() else None
+    return shutil.which(program, path=env.get("PATH", os.defpath))
+
+
+@dataclass
+class Spawned:
+    """A started process whose output pipe nobody reads yet."""
+
+    popen: subprocess.Popen[bytes]
+    output_fd: int
+    """The pipe's read end: the child's stdout and stderr, in order."""
+    spawned_at: float
+    """``time.monotonic()`` right after the spawn."""
+
+
+def spawn(
+    name: str,
+    command: str,
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    guardian: Guardian | None = None,
+    stop_timeout_seconds: float = 5.0,
+) -> Spawned:
+    """Start ``command`` in a new session (so its group can be signalled as one) and register
+    the group with the guardian; ServiceStartError when it cannot be executed."""
+    argv = command_argv(command)
+    executable = resolve_executable(argv, cwd=cwd, env=env)
+    if executable is None:
+        raise ServiceStartError(
+            f"{name}: command not found: {argv[0]} (command: {command}); "
+            "check the spelling, the service's cwd and PATH"
+        )
+    read_fd, write_fd = os.pipe()
+    try:
+        popen = subprocess.Popen(
+            argv,
+            executable=executable,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=write_fd,
+            stderr=write_fd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as exc:
+        os.close(read_fd)
+        raise ServiceStartError(
+            f"{name}: cannot run {argv[0]}: {exc.strerror} (command: {command})"
+        ) from exc
+    finally:
+        os.close(write_fd)
+    if guardian is not None:
+        guardian.register(popen.pid, stop_timeout_seconds)
+    return Spawned(popen=popen, output_fd=read_fd, spawned_at=time.monotonic())
