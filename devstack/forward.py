@@ -44,6 +44,9 @@ HOP_BY_HOP_HEADERS = frozenset(
 """Headers that describe one connection and never cross the proxy (RFC 9110 section 7.6.1),
 in lower case; any header named in ``Connection`` is dropped as well."""
 
+HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP_HEADERS)
+""":data:`HOP_BY_HOP_HEADERS` as bytes, for the legs that work on raw headers."""
+
 FORWARDED_HEADERS = frozenset(
     {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-prefix"}
 )
@@ -177,6 +180,13 @@ def named_in_connection(values: Iterable[str]) -> frozenset[str]:
     """The header names a ``Connection`` header lists (lower case): hop-by-hop for this hop."""
     return frozenset(
         token.strip().lower() for value in values for token in value.split(",") if token.strip()
+    )
+
+
+def named_in_connection_bytes(values: Iterable[bytes]) -> frozenset[bytes]:
+    """:func:`named_in_connection` on raw header values."""
+    return frozenset(
+        token.strip().lower() for value in values for token in value.split(b",") if token.strip()
     )
 
 

@@ -61,7 +61,10 @@ def status_for(failure: BaseException) -> int | None:
 
 def wants_json(request: web.BaseRequest) -> bool:
     """API clients ask for JSON; browsers (and anything that accepts HTML) get a page."""
-    accept = request.headers.get("Accept", "")
+    return accepts_json(request.headers.get("Accept", ""))
+
+
+def accepts_json(accept: str) -> bool:
     return "json" in accept and "text/html" not in accept
 
 
@@ -69,6 +72,21 @@ def failure_page(request: web.BaseRequest, failure: ForwardError) -> web.Respons
     status = status_for(failure)
     if status is None:
         return None
+    return page(request, status, *_failure_facts(failure, status))
+
+
+def failure_answer(failure: ForwardError, accept: str) -> tuple[int, str, bytes] | None:
+    """The failure page as ``(status, content type, body)``, for a leg that writes its own
+    bytes; ``accept`` is the request's Accept header. ``None`` when nobody is left to answer."""
+    status = status_for(failure)
+    if status is None:
+        return None
+    content_type, text = page_content(status, *_failure_facts(failure, status),
+                                      as_json=accepts_json(accept))  # fmt: skip
+    return status, content_type, text.encode()
+
+
+def _failure_facts(failure: ForwardError, status: int) -> tuple[str, str, dict[str, JsonValue]]:
     facts: dict[str, JsonValue] = {"service": failure.service, "error": failure.detail}
     lines: tuple[str, ...] = ()
     if isinstance(failure, ServiceUnavailable):
@@ -91,7 +109,7 @@ def failure_page(request: web.BaseRequest, failure: ForwardError) -> web.Respons
     body = f"<table>{rows}</table><p>{html.escape(hint)}</p>"
     if lines:
         body += "<h2>Last lines of output</h2><pre>" + html.escape("\n".join(lines)) + "</pre>"
-    return page(request, status, f"{title}: {failure.service}", body, facts)
+    return f"{title}: {failure.service}", body, facts
 
 
 def not_found_page(request: web.BaseRequest, table: RouteTable) -> web.Response:
@@ -151,20 +169,31 @@ def page(
     facts: Mapping[str, JsonValue],
 ) -> web.Response:
     """One of the proxy's own answers; never cached, marked as coming from devstack."""
-    headers = {"Cache-Control": "no-store", "X-Devstack": "proxy"}
-    if wants_json(request):
-        return web.json_response(
-            {"status": status, "title": title, **facts},
-            status=status,
-            headers=headers,
-            dumps=json.dumps,
-        )
+    content_type, text = page_content(status, title, body_html, facts, as_json=wants_json(request))
+    return web.Response(status=status, text=text, content_type=content_type, headers=PAGE_HEADERS)
+
+
+PAGE_HEADERS = {"Cache-Control": "no-store", "X-Devstack": "proxy"}
+"""Sent with every page of the proxy's own."""
+
+
+def page_content(
+    status: int,
+    title: str,
+    body_html: str,
+    facts: Mapping[str, JsonValue],
+    *,
+    as_json: bool,
+) -> tuple[str, str]:
+    """A page's content type (without charset) and text: JSON for API clients, else HTML."""
+    if as_json:
+        return "application/json", json.dumps({"status": status, "title": title, **facts})
     text = (
         f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
         f"<style>{_STYLE}</style></head><body><h1>{status} {html.escape(title)}</h1>"
         f'{body_html}<p class="muted">devstack proxy</p></body></html>'
     )
-    return web.Response(status=status, text=text, content_type="text/html", headers=headers)
+    return "text/html", text
 
 
 _TITLES = {

@@ -27,7 +27,7 @@ import ssl
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiohttp
@@ -47,6 +47,9 @@ from devstack.forward import (
 from devstack.listen import Listeners, bind_proxy
 from devstack.routing import Match, RouteTable, is_allowed_host, normalize_host
 from devstack.state import ServiceDirectory, ServiceState, ServiceStatus
+
+if TYPE_CHECKING:
+    from devstack.fastpath import FastLane
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("devstack.access")
@@ -99,6 +102,7 @@ class Proxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self._http_servers: list[asyncio.Server] = []
         self._port: int | None = None
+        self._fast_lane: FastLane | None = None
         self._https = self._https_server()
         self._redirector = web.Server(
             self._redirect, access_log=None, keepalive_timeout=timeouts.first_byte_seconds
@@ -118,6 +122,12 @@ class Proxy:
     @property
     def table(self) -> RouteTable:
         return self._table
+
+    @property
+    def fast_lane(self) -> FastLane | None:
+        """The fast path for plain requests (:mod:`devstack.fastpath`), while running with the
+        httptools leg and no access log."""
+        return self._fast_lane
 
     @property
     def port(self) -> int:
@@ -145,6 +155,7 @@ class Proxy:
         """Bind every ``proxy.bind`` address (raising :class:`PortError` at once when the port
         is taken) and start accepting."""
         self._https = self._https_server()  # logging is configured by now
+        self._fast_lane = self._make_fast_lane()
         listeners = self._prebound or bind_proxy(self._spec, self._wanted_port)
         self._prebound = None
         self._listeners = listeners.https
@@ -174,6 +185,8 @@ class Proxy:
         for sock in self._listeners:
             sock.close()
         self._listeners = []
+        if self._fast_lane is not None:
+            await self._fast_lane.close(self._timeouts.shutdown_seconds)
         for server in self._http_servers:
             server.close()
         await self._https.shutdown(self._timeouts.shutdown_seconds)
@@ -185,6 +198,21 @@ class Proxy:
         if self._ws_session is not None:
             await self._ws_session.close()
             self._ws_session = None
+
+    def _make_fast_lane(self) -> FastLane | None:
+        """The fast path for plain requests, when the upstream leg is the httptools one and
+        no access log is written (the full proxy writes it)."""
+        if access_logger.isEnabledFor(logging.DEBUG):
+            return None
+        try:
+            from devstack.fastpath import FastLane
+            from devstack.upstream import PooledUpstream
+        except ImportError:
+            return None
+        if not isinstance(self._upstream, PooledUpstream):
+            return None
+        return FastLane(self._table, self._directory, self._upstream, self._https,
+                        idle_seconds=self._timeouts.idle_seconds)  # fmt: skip
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -218,8 +246,12 @@ class Proxy:
                 conn.close()
                 return
             if first[0] == TLS_RECORD_HANDSHAKE:
+                lane = self._fast_lane
                 await loop.connect_accepted_socket(
-                    self._https, conn, ssl=self._ssl_context, ssl_handshake_timeout=deadline
+                    lane.protocol if lane is not None else self._https,
+                    conn,
+                    ssl=self._ssl_context,
+                    ssl_handshake_timeout=deadline,
                 )
             else:
                 await loop.connect_accepted_socket(self._redirector, conn)

@@ -1,0 +1,384 @@
+"""The fast path of the HTTPS front door: plain requests relayed in protocol callbacks, with no
+task, future or aiohttp object per request.
+
+Every TLS connection starts on :class:`FastPath`. It takes a request when the request is plain:
+HTTP/1.1 without a body, its whole head in hand, for an allowed host, routed to a service that
+is ready. The head goes to a pooled connection of :class:`devstack.upstream.PooledUpstream` in
+one write, rewritten as :func:`devstack.forward.upstream_headers` does; the answer comes back
+through :class:`Relay`: up to ``SMALL_BODY_BYTES`` (by Content-Length) head and body in one
+write, anything else streamed as it arrives, with back-pressure.
+
+Everything else is *handed over*: the connection, with the bytes not answered yet, goes to
+aiohttp's server (the full proxy of :mod:`devstack.proxy`) and stays there. That covers bodies,
+WebSockets, static files, forbidden hosts, unknown paths, services that are not ready, heads
+that arrive in pieces (and their deadline), HTTP/1.0, ``Connection: close``, a refused
+connection and a pooled connection the service had closed. The client has received nothing of
+that request then, so the full proxy answers as if it had come to it first.
+
+Failures after the request went out are answered here: no answer in time is a 504 page, a
+broken answer a 502 (:func:`devstack.pages.failure_answer`); an answer cut short after its head
+cuts the client off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+from collections.abc import Callable
+from typing import cast
+
+import httptools
+
+from devstack.connection import Connection
+from devstack.forward import (
+    FORWARDED_HEADERS,
+    HOP_BY_HOP_BYTES,
+    UpstreamRefused,
+    named_in_connection_bytes,
+)
+from devstack.relay import Relay
+from devstack.routing import RouteTable, is_allowed_host
+from devstack.state import ServiceDirectory
+from devstack.upstream import PooledUpstream
+
+logger = logging.getLogger(__name__)
+
+_NOT_FORWARDED = HOP_BY_HOP_BYTES | {name.encode() for name in FORWARDED_HEADERS} | {b"expect"}
+_HANDED_OVER_HEADERS = frozenset({b"upgrade", b"expect", b"transfer-encoding"})
+"""A request carrying one of these goes to the full proxy."""
+_PLAIN_URL = re.compile(rb"/(?!/)[A-Za-z0-9\-_~!$&'()*+,;=:@/.]*(?:\?[^#]*)?")
+"""An origin-form target whose path needs no decoding (no ``%``): what aiohttp would make of
+it is the same string. Dot segments are excluded separately."""
+_MAX_PENDING = 64 * 1024
+"""Bytes of pipelined requests buffered while one is answered, before the client is paused."""
+
+
+class FastLane:
+    """What every fast-path connection shares: routes, statuses, the pool, the hand-over."""
+
+    def __init__(
+        self,
+        table: RouteTable,
+        directory: ServiceDirectory,
+        pool: PooledUpstream,
+        full_proxy: Callable[[], asyncio.Protocol],
+        *,
+        idle_seconds: float,
+    ) -> None:
+        """``full_proxy`` makes the protocol a connection is handed over to."""
+        self.table = table
+        self.directory = directory
+        self.pool = pool
+        self.full_proxy = full_proxy
+        self.idle_seconds = idle_seconds
+        self.upstream_timeout = pool.upstream_timeout
+        self.connections: set[FastPath] = set()
+        self.handovers = 0
+        self._all_closed: asyncio.Future[None] | None = None
+        """Connections handed over to the full proxy so far (for tests and diagnostics)."""
+
+    def protocol(self) -> FastPath:
+        return FastPath(self)
+
+    async def close(self, timeout: float) -> None:
+        """Close every connection still on the fast path (the proxy is stopping); those not
+        closed after ``timeout`` seconds are aborted."""
+        for connection in list(self.connections):
+            connection.close()
+        if not self.connections:
+            return
+        self._all_closed = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._all_closed
+        except TimeoutError:
+            for connection in list(self.connections):
+                connection.abort()
+
+    def forget(self, connection: FastPath) -> None:
+        self.connections.discard(connection)
+        closed = self._all_closed
+        if not self.connections and closed is not None and not closed.done():
+            closed.set_result(None)
+
+
+class FastPath(asyncio.Protocol):
+    """One client connection while its requests are plain."""
+
+    def __init__(self, lane: FastLane) -> None:
+        self.lane = lane
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._peer = b""
+        self._pending = b""
+        """Bytes received and not parsed yet: the start of the next request."""
+        self._head = b""
+        """The head of the request being answered, for a hand-over."""
+        self._relay: Relay | None = None
+        self._is_waiting = False
+        """Pending bytes are scheduled to be taken (after a pipelined answer)."""
+        self._is_reading_paused = False
+        self.is_writing_paused = False
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._is_whole = False
+        self.accept = ""
+        self._active_at = self._loop.time()
+        self.deadline = math.inf
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        peer = transport.get_extra_info("peername")
+        self._peer = str(peer[0]).encode() if peer else b""
+        self.lane.connections.add(self)
+        self.arm(self._active_at + self.lane.idle_seconds)
+
+    def data_received(self, data: bytes) -> None:
+        if self._relay is not None or self._is_waiting:
+            self._pending += data
+            if len(self._pending) > _MAX_PENDING and not self._is_reading_paused:
+                self._is_reading_paused = True
+                self.transport.pause_reading()
+            return
+        if self._pending:
+            data, self._pending = self._pending + data, b""
+        self._take(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._forget()
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            relay.abandon()
+
+    def pause_writing(self) -> None:
+        self.is_writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.is_writing_paused = False
+        if self._relay is not None:
+            self._relay.resume()
+
+    # httptools callbacks
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_message_complete(self) -> None:
+        self._is_whole = True
+
+    # requests
+
+    @property
+    def transport(self) -> asyncio.Transport:
+        assert self._transport is not None
+        return self._transport
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def release(self, connection: Connection, relay: Relay, *, is_reusable: bool) -> None:
+        self.lane.pool.put_back(connection, relay, is_reusable=is_reusable)
+
+    def request_line(self) -> str:
+        return self._head.partition(b"\r\n")[0].decode()
+
+    def _take(self, data: bytes) -> None:
+        """Answer the request at the start of ``data`` here, or hand the connection over."""
+        end = data.find(b"\r\n\r\n")
+        head = data[: end + 4]
+        if end < 0 or not head.isascii():
+            self._hand_over(data)
+            return
+        self._url, self._headers, self._is_whole = b"", [], False
+        try:
+            self._parser.feed_data(head)
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError):  # for the full proxy
+            self._hand_over(data)
+            return
+        outgoing = self._outgoing() if self._is_whole else None
+        if outgoing is None:
+            self._hand_over(data)
+            return
+        service, port, request_head = outgoing
+        self._head, self._pending = head, data[end + 4 :]
+        relay = self._relay = Relay(self, service, self._parser.get_method() == b"HEAD")
+        now = self._loop.time()
+        self.deadline = now + self.lane.upstream_timeout
+        self.arm(self.deadline)
+        connection = self.lane.pool.idle_connection(port)
+        if connection is None:
+            relay.connecting = self._loop.create_task(self._connect(relay, port, request_head))
+        else:
+            relay.send(connection, request_head)
+
+    def _outgoing(self) -> tuple[str, int, bytes] | None:
+        """``(service, port, head to send)`` when the parsed request is plain, else ``None``."""
+        parser = self._parser
+        if parser.get_http_version() != "1.1" or not parser.should_keep_alive():
+            return None
+        url = self._url
+        path, _, _ = url.partition(b"?")
+        if not _PLAIN_URL.fullmatch(url) or b"/." in path:
+            return None
+        lines, host, accept = _forwarded_lines(self._headers)
+        if host is None:
+            return None
+        host_name = host.decode()
+        table = self.lane.table
+        if not is_allowed_host(host_name, table):
+            return None
+        match = table.resolve(host_name, path.decode())
+        if match is None or match.target.service is None:
+            return None
+        status = self.lane.directory.status(match.target.service)
+        if not status.is_ready:
+            return None
+        prefix = match.stripped_prefix
+        if prefix is not None:
+            url = url[len(prefix) :]
+            if not url.startswith(b"/"):
+                url = b"/" + url
+        lines[0] = b"%s %s HTTP/1.1" % (parser.get_method(), url)
+        lines.append(b"X-Forwarded-For: " + self._peer)
+        lines.append(b"X-Forwarded-Proto: https")
+        lines.append(b"X-Forwarded-Host: " + host)
+        if prefix:
+            lines.append(b"X-Forwarded-Prefix: " + prefix.encode())
+        lines.append(b"\r\n")
+        self.accept = accept
+        return status.name, status.port, b"\r\n".join(lines)
+
+    async def _connect(self, relay: Relay, port: int, request_head: bytes) -> None:
+        try:
+            connection = await self.lane.pool.connect(relay.service, port)
+        except UpstreamRefused:
+            if self._relay is relay:
+                self.hand_over_request()
+            return
+        if self._relay is not relay:  # the client left meanwhile
+            connection.close()
+            return
+        relay.connecting = None
+        relay.send(connection, request_head)
+
+    def answered(self) -> None:
+        """The relay wrote the whole answer: take the next request."""
+        self._relay = None
+        self._active_at = self._loop.time()
+        if self._is_reading_paused:
+            self._is_reading_paused = False
+            self.transport.resume_reading()
+        if self._pending and not self._is_waiting:
+            self._is_waiting = True
+            self._loop.call_soon(self._take_pending)
+
+    def _take_pending(self) -> None:
+        self._is_waiting = False
+        if self._relay is None and self._pending and not self.transport.is_closing():
+            data, self._pending = self._pending, b""
+            self._take(data)
+
+    def hand_over_request(self) -> None:
+        """Give the request being answered (nothing of it reached the client) to the full
+        proxy, with the connection."""
+        self._relay = None
+        data, self._pending = self._head + self._pending, b""
+        self._hand_over(data)
+
+    def _hand_over(self, data: bytes) -> None:
+        self._forget()
+        self.lane.handovers += 1
+        transport = self.transport
+        if transport.is_closing():
+            return
+        protocol = self.lane.full_proxy()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if self.is_writing_paused:
+            protocol.pause_writing()
+        if self._is_reading_paused:
+            transport.resume_reading()
+        if data:
+            protocol.data_received(data)
+
+    def _forget(self) -> None:
+        self.lane.forget(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = -math.inf  # never armed again
+
+    # one timer per connection: the upstream deadline while a request waits, else idle
+
+    def arm(self, when: float) -> None:
+        """Make sure the timer fires by ``when`` (it is moved only ever earlier)."""
+        if when < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(when, self._on_timer)
+            self._timer_at = when
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        now = self._loop.time()
+        relay = self._relay
+        if relay is not None and not relay.has_headers:
+            if now >= self.deadline:
+                relay.time_out()
+            else:
+                self.arm(self.deadline)
+            return
+        idle_until = (now if relay is not None else self._active_at) + self.lane.idle_seconds
+        if now >= idle_until:
+            logger.debug("closing a keep-alive connection idle for %g s", self.lane.idle_seconds)
+            self.close()
+        else:
+            self.arm(idle_until)
+
+
+def _forwarded_lines(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[list[bytes], bytes | None, str]:
+    """The header lines a service receives (after a placeholder for the request line), the
+    Host header (``None`` when missing, repeated or the request is not plain) and Accept."""
+    lines = [b""]
+    host: bytes | None = None
+    accept = b""
+    listed: list[bytes] = []
+    drop = _NOT_FORWARDED
+    for name, value in headers:
+        lower = name.lower()
+        if lower in drop:
+            if lower == b"connection":
+                listed.append(value)
+            elif lower in _HANDED_OVER_HEADERS:
+                return lines, None, ""
+            continue
+        if lower == b"host":
+            if host is not None:
+                return lines, None, ""
+            host = value
+        elif lower == b"accept":
+            accept = value
+        lines.append(name + b": " + value)
+    if listed:
+        named = named_in_connection_bytes(listed)
+        if b"close" in named or named & _HANDED_OVER_HEADERS:
+            return lines, None, ""
+        lines = [line for line in lines if line.partition(b":")[0].lower() not in named]
+    return lines, host, accept.decode()

@@ -1,0 +1,187 @@
+"""A service's answer written straight to the client of the fast path
+(:mod:`devstack.fastpath`), as its :class:`devstack.connection.Connection` reports it.
+
+Up to ``SMALL_BODY_BYTES`` (by Content-Length) the head and the body leave in one write (one TLS
+record); anything longer, or without a length, is streamed as it arrives (re-chunked when it has
+no length), reading from the service only as fast as the client takes it. The answer's headers
+pass as :func:`devstack.connection.answer_headers` leaves them; ``Date`` and ``Server`` are added
+when missing, as aiohttp does on the full proxy.
+
+Failures before anything reached the client are answered with the proxy's pages (504 when no
+answer came in time, 502 for a broken one), or handed to the full proxy when a pooled
+connection turns out closed; after that the client is cut off so it sees the answer is
+incomplete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http import SERVER_SOFTWARE
+
+from devstack import pages
+from devstack.connection import Connection, ConnectionLost, Exchange, answer_headers
+from devstack.forward import SMALL_BODY_BYTES, UpstreamBroken, UpstreamTimeout
+
+if TYPE_CHECKING:
+    from devstack.fastpath import FastPath
+
+logger = logging.getLogger(__name__)
+
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class Relay(Exchange):
+    """One answer, written to the client as the service's connection reports it."""
+
+    __slots__ = ("_body", "_connection", "_front", "_head", "_is_chunked", "_is_streamed",
+                 "connecting", "service")  # fmt: skip
+
+    def __init__(self, front: FastPath, service: str, is_head: bool) -> None:
+        super().__init__(is_head=is_head)
+        self._front = front
+        self.service = service
+        self._connection: Connection | None = None
+        self.connecting: asyncio.Task[None] | None = None
+        self._head: list[bytes] = []
+        self._body: list[bytes] = []
+        self._is_streamed = False
+        self._is_chunked = False
+
+    def send(self, connection: Connection, request_head: bytes) -> None:
+        self._connection = connection
+        connection.taken(self)
+        if connection.is_lost or connection.transport is None:
+            self.fail(ConnectionLost("the service closed the pooled connection"))
+            return
+        connection.transport.write(request_head)
+
+    # what the connection reports
+
+    def headers_arrived(self) -> None:
+        status = self.status
+        head = self._head
+        head.append(_status_line(status, self.reason))
+        length: int | None = None
+        has_date = has_server = False
+        for name, value in answer_headers(self.raw_headers):
+            lower = name.lower()
+            if lower == b"content-length":
+                length = int(value) if value.isdigit() else None
+            elif lower == b"date":
+                has_date = True
+            elif lower == b"server":
+                has_server = True
+            head += (name, b": ", value, b"\r\n")
+        if not has_date:
+            head.append(b"Date: %s\r\n" % rfc822_formatted_time().encode())
+        if not has_server:
+            head.append(b"Server: %s\r\n" % SERVER_SOFTWARE.encode())
+        has_body = not self.is_head and status not in _NO_BODY_STATUSES
+        if has_body and (length is None or length > SMALL_BODY_BYTES):
+            self._is_streamed = True
+            if length is None:
+                self._is_chunked = True
+                head.append(b"Transfer-Encoding: chunked\r\n")
+            head.append(b"\r\n")
+            self._front.transport.write(b"".join(head))
+        else:
+            head.append(b"\r\n")
+
+    def body_arrived(self, connection: Connection, chunk: bytes) -> None:
+        if not self._is_streamed:
+            self._body.append(chunk)
+            return
+        transport = self._front.transport
+        if self._is_chunked:
+            transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+        else:
+            transport.write(chunk)
+        if self._front.is_writing_paused:
+            connection.pause_reading()
+
+    def completed(self) -> None:
+        front = self._front
+        if self._is_streamed:
+            if self._is_chunked:
+                front.transport.write(b"0\r\n\r\n")
+        else:
+            front.transport.write(b"".join(self._head + self._body))
+        self._release(is_reusable=True)
+        front.answered()
+
+    def fail(self, error: BaseException) -> None:
+        if self.is_complete or self.error is not None:
+            return
+        self.error = error
+        if self.connecting is not None:
+            self.connecting.cancel()
+        connection = self._connection
+        self._release(is_reusable=False)
+        front = self._front
+        if self._is_streamed or self.has_headers:
+            # Too late for an error page: cut the client off so it sees the answer is incomplete.
+            logger.info("%s broke off its answer to %s: %s", self.service,
+                        front.request_line(), error)  # fmt: skip
+            front.transport.close()
+            return
+        if isinstance(error, TimeoutError):
+            limit = front.lane.upstream_timeout
+            failure: UpstreamBroken | UpstreamTimeout = UpstreamTimeout(
+                self.service, f"no answer within {limit:g} s"
+            )
+        elif connection is not None and connection.is_reused and not self.raw_headers:
+            front.hand_over_request()  # a pooled connection the service had closed: go fresh
+            return
+        else:
+            failure = UpstreamBroken(self.service, str(error))
+        answer = pages.failure_answer(failure, front.accept)
+        assert answer is not None
+        front.transport.write(_page_bytes(*answer))
+        front.answered()
+
+    # what the client side reports
+
+    def time_out(self) -> None:
+        self.fail(TimeoutError())
+
+    def resume(self) -> None:
+        if self._connection is not None:
+            self._connection.resume_reading()
+
+    def abandon(self) -> None:
+        """The client left: the service's connection cannot be reused unless its answer is
+        all read already."""
+        if self.connecting is not None:
+            self.connecting.cancel()
+        if not self.is_complete:
+            self.error = ConnectionResetError("the client left")
+            self._release(is_reusable=False)
+
+    def _release(self, *, is_reusable: bool) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._front.release(connection, self, is_reusable=is_reusable)
+
+
+def _page_bytes(status: int, content_type: str, body: bytes) -> bytes:
+    lines = [_status_line(status, b"").rstrip()]
+    lines.append(b"Content-Type: %s; charset=utf-8" % content_type.encode())
+    lines.append(b"Content-Length: %d" % len(body))
+    lines += [b"%s: %s" % (k.encode(), v.encode()) for k, v in pages.PAGE_HEADERS.items()]
+    lines.append(b"Date: %s" % rfc822_formatted_time().encode())
+    lines.append(b"Server: %s" % SERVER_SOFTWARE.encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def _status_line(status: int, reason: bytes) -> bytes:
+    if not reason:
+        try:
+            reason = http.HTTPStatus(status).phrase.encode()
+        except ValueError:
+            reason = b""
+    return b"HTTP/1.1 %d %s\r\n" % (status, reason)
