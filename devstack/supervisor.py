@@ -74,6 +74,9 @@ class _Service:
     last_lines: collections.deque[bytes] = field(
         default_factory=lambda: collections.deque(maxlen=LAST_LINES)
     )
+    snapshot: ServiceStatus | None = None
+    """The last status handed out, until something about the service changes: the proxy asks
+    for it on every request."""
 
     @property
     def pid(self) -> int | None:
@@ -135,6 +138,12 @@ class Supervisor:
 
     def status(self, name: str) -> ServiceStatus:
         s = self._services[name]
+        if s.snapshot is None:
+            s.snapshot = self._snapshot(s)
+        return s.snapshot
+
+    def _snapshot(self, s: _Service) -> ServiceStatus:
+        name = s.spec.name
         return ServiceStatus(
             name=name,
             state=s.state,
@@ -183,6 +192,8 @@ class Supervisor:
         while not self._finished:
             event = await self._events.get()
             self._handle(event)
+            for s in self._services.values():
+                s.snapshot = None
             self._changed.set()
             self._changed = asyncio.Event()
         for task in list(self._tasks):
@@ -296,6 +307,7 @@ class Supervisor:
     def _on_output(self, s: _Service, lines: list[bytes]) -> None:
         self._printer.lines(s.spec.name, lines)
         s.last_lines.extend(lines[-LAST_LINES:])
+        s.snapshot = None
 
     def _on_started(self, s: _Service, pid: int) -> None:
         if s.pid != pid:
@@ -424,7 +436,7 @@ class Supervisor:
     async def _stop_all(self) -> None:
         for wave in stop_order(self.spec):
             for name in wave:
-                self._stop(self._services[name], then=ServiceState.STOPPED)
+                self.post(StopRequested(name))  # states move only in _handle
             await asyncio.gather(*(self._settled(name) for name in wave))
         self.post(ShutdownFinished())
 
