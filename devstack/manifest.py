@@ -142,9 +142,16 @@ def _read_text(path: Path) -> str:
         ) from exc
 
 
+# libyaml's parser is ten times faster than the pure-Python one; the pure one words errors best.
+_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _parse_yaml(text: str, shown: Path) -> MappingNode:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        try:
+            root = yaml.compose(text, Loader=_FAST_LOADER)
+        except yaml.YAMLError:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)  # raises, with its own wording
     except yaml.MarkedYAMLError as exc:
         problem = str(exc.problem).replace("'<stream end>'", "the end of the file")
         if problem.startswith("but ") and exc.context:
