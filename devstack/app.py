@@ -54,6 +54,7 @@ class Stack:
         self._signals = 0
 
     async def run(self) -> int:
+        gc.enable()  # cli.main disabled it for the start-up
         loop = asyncio.get_running_loop()
         launch = self.launch
         frontend: Frontend | None = None

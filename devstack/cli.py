@@ -8,6 +8,7 @@ store; 130 interrupted before anything started. See devstack.errors for the tree
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Start-up allocates much and frees little: no cyclic collections until `up` has its event
+    # loop running (app.Stack.run turns them back on); the other commands are short.
+    gc.disable()
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
