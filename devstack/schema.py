@@ -404,10 +404,16 @@ def _proxy(ld: Loading, node: Node, key: str) -> ProxySpec | None:
     bind = _get(ld, entries, key, "bind", _strings, defaults.bind)
     for index, address in enumerate(bind):
         try:
-            ipaddress.ip_address(address)
+            ip = ipaddress.ip_address(address)
         except ValueError:
             ld.error("proxy.bind", ld.line(f"proxy.bind[{index}]"),
                      f"expected an IP address such as 127.0.0.1 or ::1, got string {address!r}")
+            continue
+        if not ip.is_loopback:
+            ld.warn("proxy.bind", ld.line(f"proxy.bind[{index}]"),
+                    f"{address} is not a loopback address: other machines that can reach this "
+                    "one can reach the stack too; keep the default (127.0.0.1, ::1) unless "
+                    "you mean to share it")
     if not bind:
         ld.error("proxy.bind", ld.line("proxy.bind"), "expected at least one address")
     hosts = _get(ld, entries, key, "hosts", _strings, _NO_STRINGS)

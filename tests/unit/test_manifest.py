@@ -441,3 +441,16 @@ def test_procfile_without_processes(project: Path, content: str) -> None:
         load_text(content, Path("Procfile"))
     assert str(caught.value).startswith("Procfile")
     assert "no processes found; each line should read 'name: command'" in str(caught.value)
+
+
+def test_a_proxy_bound_beyond_loopback_is_warned_about(tmp_path: Path) -> None:
+    result = load_text(
+        "proxy:\n  bind: [127.0.0.1, 0.0.0.0]\nservices:\n  web:\n    command: x\n",
+        tmp_path / "devstack.yaml",
+    )
+    assert result.spec.proxy.bind == ("127.0.0.1", "0.0.0.0")
+    assert result.warnings == (
+        f"{tmp_path / 'devstack.yaml'}:2: proxy.bind: 0.0.0.0 is not a loopback address: other "
+        "machines that can reach this one can reach the stack too; keep the default "
+        "(127.0.0.1, ::1) unless you mean to share it",
+    )
