@@ -18,14 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import fcntl
-import getpass
 import hashlib
 import ipaddress
 import logging
 import os
 import re
-import secrets
 import socket
 import ssl
 import sys
@@ -39,6 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from devstack import pki, private
 from devstack.errors import TLSError
 
 logger = logging.getLogger(__name__)
@@ -130,10 +128,10 @@ def load_or_create_ca(home: Path | None = None, *, clock: Clock = utc_now) -> Ce
     A certificate whose key is missing, unreadable or not its own is a :class:`TLSError`: a new CA
     would silently invalidate every trust store the old one was installed in.
     """
-    folder = _private_dir(tls_dir(home))
+    folder = private.private_dir(tls_dir(home))
     cert_path, key_path = folder / _CA_CERT, folder / _CA_KEY
     if not cert_path.exists():
-        with _locked(folder):
+        with private.locked(folder):
             if not cert_path.exists():
                 _create_ca(cert_path, key_path, clock())
     ca = _load_ca(cert_path, key_path)
@@ -155,10 +153,10 @@ def _create_ca(cert_path: Path, key_path: Path, now: dt.datetime) -> None:
         logger.warning("found CA key %s without its certificate; moved it to %s", key_path, aside)
         key_path.rename(aside)
     key = ec.generate_private_key(ec.SECP256R1())
-    who = f"{_user()}@{socket.gethostname()}"
-    name = _name(f"devstack local CA ({who})", "devstack local development CA", unit=who)
+    who = f"{private.user_name()}@{socket.gethostname()}"
+    name = pki.name(f"devstack local CA ({who})", "devstack local development CA", unit=who)
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = _certificate(
+    cert = pki.certificate(
         subject=name,
         issuer=name,
         public_key=key.public_key(),
@@ -167,14 +165,14 @@ def _create_ca(cert_path: Path, key_path: Path, now: dt.datetime) -> None:
         not_after=now + CA_VALIDITY,
         extensions=[
             (x509.BasicConstraints(ca=True, path_length=0), True),
-            (_key_usage(cert_sign=True), True),
+            (pki.key_usage(cert_sign=True), True),
             (ski, False),
             (x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False),
         ],
     )
     # The key goes first: the certificate's presence is what says "a CA exists".
-    _write_private(key_path, _key_pem(key))
-    _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    private.write_private(key_path, pki.key_pem(key))
+    private.write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     logger.info("created the local CA %r in %s", f"devstack local CA ({who})", cert_path.parent)
 
 
@@ -205,11 +203,11 @@ def _load_ca(cert_path: Path, key_path: Path) -> CertificateAuthority:
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
         raise TLSError(f"cannot read the local CA key {key_path}: {exc}; {start_over}") from exc
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or not _same_public_key(key, cert):
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not pki.same_public_key(key, cert):
         raise TLSError(
             f"the key {key_path} does not belong to the CA certificate {cert_path}; {start_over}"
         )
-    _tighten(key_path, 0o600)
+    private.tighten(key_path, 0o600)
     return CertificateAuthority(
         cert_path=cert_path, key_path=key_path, certificate=cert, private_key=key
     )
@@ -330,7 +328,7 @@ class ServerCertificate:
 
     def _issue_and_load(self, verb: str) -> None:
         path = self._cache_path(self._hosts)
-        with _locked(path.parent):
+        with private.locked(path.parent):
             certificate = _issue_leaf(self._ca, self._hosts, self._clock(), path)
         self._context.load_cert_chain(path)
         self._certificate, self._path = certificate, path
@@ -341,7 +339,7 @@ class ServerCertificate:
         path = self._cache_path(hosts)
         cached = self._load_cached(path, hosts)
         if cached is None:
-            with _locked(path.parent):
+            with private.locked(path.parent):
                 cached = self._load_cached(path, hosts)  # another process may have just made it
                 if cached is None:
                     cached = _issue_leaf(self._ca, hosts, self._clock(), path)
@@ -350,7 +348,7 @@ class ServerCertificate:
 
     def _cache_path(self, hosts: tuple[str, ...]) -> Path:
         key = "\n".join([self._ca.fingerprint, *hosts]).encode()
-        folder = _private_dir(self._ca.cert_path.parent / _LEAF_DIR)
+        folder = private.private_dir(self._ca.cert_path.parent / _LEAF_DIR)
         return folder / f"{hashlib.sha256(key).hexdigest()[:24]}.pem"
 
     def _load_cached(self, path: Path, hosts: tuple[str, ...]) -> x509.Certificate | None:
@@ -369,7 +367,7 @@ class ServerCertificate:
         now = self._clock()
         usable = (
             isinstance(key, ec.EllipticCurvePrivateKey)
-            and _same_public_key(key, cert)
+            and pki.same_public_key(key, cert)
             and _san_hosts(cert) == set(hosts)
             and cert.not_valid_before_utc <= now < _renew_at(cert)
         )
@@ -383,8 +381,8 @@ def _issue_leaf(
         raise _expired(ca)
     key = ec.generate_private_key(ec.SECP256R1())
     ca_ski = ca.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    cert = _certificate(
-        subject=_name(hosts[0], "devstack development certificate"),
+    cert = pki.certificate(
+        subject=pki.name(hosts[0], "devstack development certificate"),
         issuer=ca.certificate.subject,
         public_key=key.public_key(),
         signing_key=ca.private_key,
@@ -393,7 +391,7 @@ def _issue_leaf(
         extensions=[
             (x509.SubjectAlternativeName(list(_general_names(hosts))), False),
             (x509.BasicConstraints(ca=False, path_length=None), True),
-            (_key_usage(cert_sign=False), True),
+            (pki.key_usage(cert_sign=False), True),
             (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
             (x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False),
             (x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), False),
@@ -401,7 +399,7 @@ def _issue_leaf(
     )
     # One file holding key and certificate: replaced in one rename, so a reader never pairs a
     # new certificate with an old key.
-    _write_private(path, _key_pem(key) + cert.public_bytes(serialization.Encoding.PEM))
+    private.write_private(path, pki.key_pem(key) + cert.public_bytes(serialization.Encoding.PEM))
     return cert
 
 
@@ -436,115 +434,3 @@ def client_context(home: Path | None = None) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca.cert_path))
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
-
-
-# --- files --------------------------------------------------------------------------------------
-
-
-def _name(common_name: str, organization: str, *, unit: str | None = None) -> x509.Name:
-    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)]
-    if unit is not None:
-        attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit[:64]))
-    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]))
-    return x509.Name(attributes)
-
-
-def _certificate(
-    *,
-    subject: x509.Name,
-    issuer: x509.Name,
-    public_key: ec.EllipticCurvePublicKey,
-    signing_key: ec.EllipticCurvePrivateKey,
-    not_before: dt.datetime,
-    not_after: dt.datetime,
-    extensions: Sequence[tuple[x509.ExtensionType, bool]],
-) -> x509.Certificate:
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-    )
-    for extension, critical in extensions:
-        builder = builder.add_extension(extension, critical=critical)
-    return builder.sign(signing_key, hashes.SHA256())
-
-
-def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=not cert_sign,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _same_public_key(key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> bool:
-    return bool(key.public_key() == cert.public_key())
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry and no $USER: containers
-        return f"uid{os.getuid()}"
-
-
-def _private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) if needed and make sure only the owner can enter it."""
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _tighten(path, 0o700)
-    except OSError as exc:
-        raise TLSError(
-            f"cannot create the private folder {path}: {exc}; "
-            "set DEVSTACK_HOME to a folder you can write to"
-        ) from exc
-    return path
-
-
-def _tighten(path: Path, mode: int) -> None:
-    current = path.stat().st_mode & 0o777
-    if current & ~mode:
-        logger.warning("%s had mode %o; setting it to %o", path, current, mode)
-        path.chmod(mode)
-
-
-def _write_private(path: Path, data: bytes, *, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file + rename) with ``mode``."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise TLSError(f"cannot write {path}: {exc}") from exc
-
-
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """Serialize writers across processes (two ``devstack`` runs starting at once)."""
-    fd = os.open(folder / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
