@@ -1,6 +1,6 @@
 """What the supervisor reacts to: typed, frozen, past-tense events, and the clock it reads.
 
-Output pumps, exit watchers, readiness probes and backoff timers post *what happened*
+Exit watchers, readiness probes and backoff timers post *what happened*
 (``ProcessExited``); users, the proxy and, later, a control socket post *what is asked*
 (``RestartRequested``). :meth:`devstack.supervisor.Supervisor._handle` is the one consumer.
 """
@@ -28,11 +28,6 @@ class MonotonicClock:
 
 # Events: what happened (past tense) or what was asked for. Immutable, posted to one queue;
 # named tuples rather than dataclasses because they cost a fifth as much to define at start-up.
-class ProcessStarted(NamedTuple):
-    name: str
-    pid: int
-
-
 class ProcessExited(NamedTuple):
     name: str
     pid: int
@@ -81,8 +76,7 @@ class ShutdownFinished(NamedTuple):
 
 
 Event = (
-    ProcessStarted
-    | ProcessExited
+    ProcessExited
     | ServiceBecameReady
     | ReadinessOverdue
     | StartFailed

@@ -1,6 +1,6 @@
 """The state machine of every service: ordered start, readiness, restarts with backoff, stop.
 
-One queue of typed, past-tense events (process started, exited, became ready, backoff elapsed,
+One queue of typed, past-tense events (process exited, became ready, backoff elapsed,
 and the requests a user or a control socket makes) and one handler, :meth:`Supervisor._handle`,
 the only place a service's state moves. Everything slow (spawning, probing, stopping, waiting out
 a backoff) runs in tasks that post events back. Tests feed scripted histories through the same
@@ -28,7 +28,6 @@ from devstack.events import (
     Event,
     MonotonicClock,
     ProcessExited,
-    ProcessStarted,
     ReadinessOverdue,
     RestartRequested,
     ServiceBecameReady,
@@ -189,17 +188,22 @@ class Supervisor:
     async def run(self) -> None:
         """Start the stack and handle events until a requested shutdown has stopped everything."""
         self._start_eligible()
+        self._publish()
         while not self._finished:
             event = await self._events.get()
             self._handle(event)
-            for s in self._services.values():
-                s.snapshot = None
-            self._changed.set()
-            self._changed = asyncio.Event()
+            self._publish()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._listen_watcher.close()
+
+    def _publish(self) -> None:
+        """States may have moved: drop cached snapshots and wake whoever waits for a change."""
+        for s in self._services.values():
+            s.snapshot = None
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -208,8 +212,6 @@ class Supervisor:
 
     def _handle(self, event: Event) -> None:  # noqa: C901 - one branch per event type, by design
         match event:
-            case ProcessStarted(name, pid):
-                self._on_started(self._services[name], pid)
             case ServiceBecameReady(name, pid, elapsed):
                 self._on_ready(self._services[name], pid, elapsed)
             case ReadinessOverdue(name, pid):
@@ -279,7 +281,8 @@ class Supervisor:
             return
         pid = process.pid
         assert pid is not None
-        self.post(ProcessStarted(name, pid))
+        # Said at once, before the loop turns: the service's first lines must come after it.
+        self._printer.system(f"{name}: starting (pid {pid}): {s.spec.command}", service=name)
         self._spawn(self._probe(s, process, pid))
         returncode = await process.wait()
         await process.stop()  # whatever it left behind in its group goes too
@@ -308,12 +311,6 @@ class Supervisor:
         self._printer.lines(s.spec.name, lines)
         s.last_lines.extend(lines[-LAST_LINES:])
         s.snapshot = None
-
-    def _on_started(self, s: _Service, pid: int) -> None:
-        if s.pid != pid:
-            return
-        cmd = s.spec.command
-        self._printer.system(f"{s.spec.name}: starting (pid {pid}): {cmd}", service=s.spec.name)
 
     def _on_ready(self, s: _Service, pid: int, elapsed: float) -> None:
         if s.pid != pid or s.state is not ServiceState.STARTING:
