@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -91,14 +91,6 @@ class RunLock:
         fcntl.flock(self._file, fcntl.LOCK_UN)
         self._file.close()
         self._file = None
-
-    @contextlib.contextmanager
-    def held(self, manifest: Path) -> Iterator[RunLock]:
-        self.acquire(manifest)
-        try:
-            yield self
-        finally:
-            self.release()
 
 
 def read_record(state_dir: Path) -> dict[str, Any] | None:

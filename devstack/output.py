@@ -25,7 +25,6 @@ SYSTEM_NAME = "devstack"
 PALETTE = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")
 RESET = "\x1b[0m"
 BOLD_RED = "\x1b[1;31m"
-DIM = "\x1b[2m"
 
 
 def should_colour(stream: BinaryIO | None = None, environ: Mapping[str, str] | None = None) -> bool:
@@ -107,10 +106,6 @@ class Printer:
             for name in names:
                 self._logs[name] = open(logs_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in close()
 
-    @property
-    def is_colour(self) -> bool:
-        return self._colour
-
     def _make_prefix(self, name: str, colour: str) -> bytes:
         label = f"{name:<{self._width}} | "
         if not self._colour:
@@ -144,9 +139,6 @@ class Printer:
         self._write(stamp + self._prefixes[SYSTEM_NAME] + text + b"\n")
         if service is not None and service in self._logs:
             self._logs[service].write(stamp + b"[devstack] " + message.encode() + b"\n")
-
-    def dim(self, text: str) -> str:
-        return f"{DIM}{text}{RESET}" if self._colour else text
 
     def flush(self) -> None:
         for log in self._logs.values():

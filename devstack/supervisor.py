@@ -15,7 +15,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -454,9 +454,6 @@ class Supervisor:
                 return
         if self._shutting_down:
             self.started.cancel()
-
-    def service_names(self) -> Iterable[str]:
-        return self._services.keys()
 
 
 def describe_exit(returncode: int) -> str:
