@@ -22,19 +22,44 @@ from devstack.guardian import Guardian
 
 # Anything that needs a shell to mean what it says: pipes, redirections, variables, globs, ...
 _SHELL_SYNTAX = re.compile(r"[|&;<>()$`\\*?\[\]#~{}!\n]")
+_VARIABLE = re.compile(r"\$(?:\{([A-Za-z_]\w*)\}|([A-Za-z_]\w*))")
 
 
-def command_argv(command: str) -> list[str]:
-    """Run simple commands directly (one process, exact signals); anything else through sh."""
+def command_argv(command: str, env: Mapping[str, str] | None = None) -> list[str]:
+    """Run simple commands directly (one process, signals straight to the program); anything
+    else through sh. A command whose only shell syntax is ``$NAME`` / ``${NAME}`` of variables set
+    in ``env`` (``python -m http.server $PORT``) has them substituted here, as sh would, and runs
+    directly too."""
+    sh = ["/bin/sh", "-c", command]
+    if env is not None and _VARIABLE.search(command):
+        return _expanded_argv(command, env) or sh
     if _SHELL_SYNTAX.search(command):
-        return ["/bin/sh", "-c", command]
+        return sh
     try:
         argv = shlex.split(command)
     except ValueError:
-        return ["/bin/sh", "-c", command]
+        return sh
     if not argv or "=" in argv[0]:  # `FOO=1 cmd` is a shell assignment
-        return ["/bin/sh", "-c", command]
+        return sh
     return argv
+
+
+def _expanded_argv(command: str, env: Mapping[str, str]) -> list[str] | None:
+    """The argv sh would run, or None when only sh can say (quotes, unset or multi-word
+    values, any other shell syntax)."""
+    if "'" in command or '"' in command or _SHELL_SYNTAX.search(_VARIABLE.sub("", command)):
+        return None
+    values = {}
+    for match in _VARIABLE.finditer(command):
+        name = match.group(1) or match.group(2)
+        value = env.get(name)
+        if value is None or not value or any(c.isspace() for c in value):
+            return None
+        values[name] = value
+    argv = command.split()
+    if not argv or "=" in argv[0]:
+        return None
+    return [_VARIABLE.sub(lambda m: values[m.group(1) or m.group(2)], arg) for arg in argv]
 
 
 def resolve_executable(argv: list[str], *, cwd: Path, env: Mapping[str, str]) -> str | None:
@@ -67,7 +92,7 @@ def spawn(
 ) -> Spawned:
     """Start ``command`` in a new session (so its group can be signalled as one) and register
     the group with the guardian; ServiceStartError when it cannot be executed."""
-    argv = command_argv(command)
+    argv = command_argv(command, env)
     executable = resolve_executable(argv, cwd=cwd, env=env)
     if executable is None:
         raise ServiceStartError(

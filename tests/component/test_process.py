@@ -16,7 +16,6 @@ import pytest
 from devstack.errors import ServiceStartError
 from devstack.guardian import group_members
 from devstack.process import ServiceProcess
-from devstack.spawn import command_argv
 from tests.conditions import async_wait_until, pid_alive
 
 T = TypeVar("T")
@@ -63,13 +62,6 @@ def kill_leftovers(pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-def test_simple_commands_run_directly_and_shell_syntax_goes_through_sh() -> None:
-    assert command_argv("node server.js --port 3") == ["node", "server.js", "--port", "3"]
-    assert command_argv("python -m http.server $PORT")[:2] == ["/bin/sh", "-c"]
-    assert command_argv("a && b")[:2] == ["/bin/sh", "-c"]
-    assert command_argv("FOO=1 node x.js")[:2] == ["/bin/sh", "-c"]
 
 
 def test_command_not_found_names_service_and_command(tmp_path: Path) -> None:
