@@ -17,7 +17,6 @@ import signal
 import time
 from typing import TYPE_CHECKING, Any
 
-from devstack.config import StackSpec
 from devstack.errors import DevstackError, ServiceStartError
 from devstack.launch import Launch
 from devstack.listen import Listeners
@@ -121,7 +120,7 @@ class Stack:
             supervisor.request_shutdown()
             return
         elapsed = time.monotonic() - self.began
-        for line in summary_lines(self.spec, supervisor, frontend, elapsed):
+        for line in summary_lines(supervisor, frontend, elapsed):
             self.printer.system(line)
         # Everything long-lived exists now: keep the cyclic GC away from it (PERFORMANCE.md).
         gc.freeze()
@@ -136,9 +135,7 @@ def vars_of(assignment: PortAssignment) -> dict[str, Any]:
     }
 
 
-def summary_lines(
-    spec: StackSpec, supervisor: Supervisor, frontend: Frontend | None, elapsed: float
-) -> list[str]:
+def summary_lines(supervisor: Supervisor, frontend: Frontend | None, elapsed: float) -> list[str]:
     rows = [("service", "state", "port", "url")]
     for status in supervisor.statuses():
         url = frontend.service_url(status.name) if frontend else f"http://127.0.0.1:{status.port}"

@@ -257,7 +257,9 @@ class Supervisor:
         s.attempt += 1
         s.after_exit = None
         s.started_at = self._clock.now()
-        env = service_environment(s.spec, self._ports, self._base_env)
+        early = self._spawned.pop(s.spec.name, None)
+        # A process launched early already has its environment; build one only to spawn here.
+        env = {} if early is not None else service_environment(s.spec, self._ports, self._base_env)
         s.process = ServiceProcess(
             s.spec.name,
             s.spec.command,
@@ -267,11 +269,12 @@ class Supervisor:
             guardian=self._guardian,
             stop_timeout_seconds=s.spec.stop_timeout_seconds,
         )
-        self._spawn(self._run_process(s, s.process))
+        self._spawn(self._run_process(s, s.process, early))
 
-    async def _run_process(self, s: _Service, process: ServiceProcess) -> None:
+    async def _run_process(
+        self, s: _Service, process: ServiceProcess, early: Spawned | ServiceStartError | None
+    ) -> None:
         name = s.spec.name
-        early = self._spawned.pop(name, None)
         try:
             if isinstance(early, ServiceStartError):
                 raise early
