@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from devstack.errors import DevstackError, ServiceStartError
 from devstack.launch import Launch
-from devstack.listen import Listeners
-from devstack.output import Printer
-from devstack.ports import PortAssignment
-from devstack.state import ServiceState
-from devstack.supervisor import Supervisor
+from devstack.proxy.bind import Listeners
+from devstack.run.output import Printer
+from devstack.run.ports import PortAssignment
+from devstack.run.supervisor import Supervisor
+from devstack.status import ServiceState
 
 if TYPE_CHECKING:
-    from devstack.frontend import Frontend
+    from devstack.proxy.frontend import Frontend
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class Stack:
             # in the default executor, they overlap the services' start-up and the readiness
             # probes instead of blocking the loop in front of them.
             module = await asyncio.get_running_loop().run_in_executor(
-                None, importlib.import_module, "devstack.frontend"
+                None, importlib.import_module, "devstack.proxy.frontend"
             )
             frontend: Frontend = module.Frontend(self.spec, listeners)
             await frontend.start(supervisor)

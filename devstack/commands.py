@@ -6,11 +6,11 @@ import argparse
 import sys
 import time
 
-from devstack import manifest
 from devstack.errors import TrustError
 from devstack.launch import UpOptions, prepare
-from devstack.lock import live_record
-from devstack.output import Printer, logging_to
+from devstack.manifest import loader as manifest
+from devstack.run.lock import live_record
+from devstack.run.output import Printer, logging_to
 
 
 def _load(args: argparse.Namespace) -> manifest.LoadResult:
@@ -47,7 +47,7 @@ def check(args: argparse.Namespace) -> int:
 
 
 def ports(args: argparse.Namespace) -> int:
-    from devstack.ports import assign_ports
+    from devstack.run.ports import assign_ports
 
     spec = _load(args).spec
     record = live_record(spec.state_dir)
@@ -77,15 +77,15 @@ def ports(args: argparse.Namespace) -> int:
 
 
 def ca(args: argparse.Namespace) -> int:
-    from devstack.tls import ca_cert_path
+    from devstack.tls.ca import ca_cert_path
 
     print(ca_cert_path())
     return 0
 
 
 def trust(args: argparse.Namespace) -> int:
-    from devstack import trust as trust_store
-    from devstack.tls import load_or_create_ca
+    from devstack.tls import trust as trust_store
+    from devstack.tls.ca import load_or_create_ca
 
     authority = load_or_create_ca()
     report = trust_store.uninstall(authority) if args.uninstall else trust_store.install(authority)

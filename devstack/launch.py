@@ -11,15 +11,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from devstack.config import StackSpec
-from devstack.env import service_environment
 from devstack.errors import ServiceStartError
-from devstack.guardian import Guardian
-from devstack.listen import Listeners, bind_proxy
-from devstack.lock import RunLock
-from devstack.output import Printer
-from devstack.ports import PortAssignment, assign_ports
-from devstack.spawn import Spawned, spawn
+from devstack.manifest.env import service_environment
+from devstack.manifest.spec import StackSpec
+from devstack.proxy.bind import Listeners, bind_proxy
+from devstack.run.guardian import Guardian
+from devstack.run.lock import RunLock
+from devstack.run.output import Printer
+from devstack.run.ports import PortAssignment, assign_ports
+from devstack.run.spawn import Spawned, spawn
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from devstack.config import ServiceSpec, StackSpec
-from devstack.ports import (
-    PortHolder,
-    assign_ports,
-    find_holder,
-    is_port_free,
-    pick_free_port,
-    shorten_command,
-)
+from devstack.manifest.spec import ServiceSpec, StackSpec
+from devstack.netstat.holders import PortHolder, find_holder, is_port_free, shorten_command
+from devstack.run.ports import assign_ports, pick_free_port
 from tests.conditions import wait_until
 
 

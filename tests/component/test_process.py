@@ -14,8 +14,8 @@ from typing import TypeVar
 import pytest
 
 from devstack.errors import ServiceStartError
-from devstack.guardian import group_members
-from devstack.process import ServiceProcess
+from devstack.run.guardian import group_members
+from devstack.run.process import ServiceProcess
 from tests.conditions import async_wait_until, pid_alive
 
 T = TypeVar("T")

@@ -17,12 +17,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-import devstack.proxy
-from devstack.config import RouteSpec
+import devstack.proxy.server
 from devstack.errors import PortError
-from devstack.proxy import Proxy, ProxyTimeouts
-from devstack.state import ServiceState
-from devstack.tls import ca_cert_path, client_context
+from devstack.manifest.spec import RouteSpec
+from devstack.proxy.server import Proxy, ProxyTimeouts
+from devstack.status import ServiceState
+from devstack.tls.ca import ca_cert_path, client_context
 from tests.component.test_proxy_harness import (
     StandInDirectory,
     make_spec,
@@ -38,7 +38,7 @@ from tests.conditions import async_wait_until
 @pytest.fixture(autouse=True, params=["pooled", "session"])
 def leg(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Every test runs on both upstream legs: httptools on uvloop, aiohttp's client on asyncio."""
-    monkeypatch.setattr(devstack.proxy, "default_upstream", use_leg(request.param))
+    monkeypatch.setattr(devstack.proxy.server, "default_upstream", use_leg(request.param))
     try:
         yield request.param
     finally:

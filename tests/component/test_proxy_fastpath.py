@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-import devstack.proxy
-from devstack.config import RouteSpec
-from devstack.fastpath import FastLane
-from devstack.proxy import Proxy, ProxyTimeouts
-from devstack.tls import client_context
+import devstack.proxy.server
+from devstack.manifest.spec import RouteSpec
+from devstack.proxy.fastlane import FastLane
+from devstack.proxy.server import Proxy, ProxyTimeouts
+from devstack.tls.ca import client_context
 from tests.component.test_proxy_harness import (
     StandInDirectory,
     make_spec,
@@ -40,7 +40,7 @@ ROUTES = (
 
 @pytest.fixture(autouse=True)
 def pooled_leg(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(devstack.proxy, "default_upstream", use_leg("pooled"))
+    monkeypatch.setattr(devstack.proxy.server, "default_upstream", use_leg("pooled"))
     try:
         yield
     finally:

@@ -19,14 +19,14 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-import devstack.proxy
-from devstack.config import ProxySpec, RouteSpec, ServiceSpec, StackSpec
-from devstack.forward import SessionUpstream, Upstream
-from devstack.proxy import Proxy, ProxyTimeouts
-from devstack.routing import certificate_hosts
-from devstack.state import ServiceState, ServiceStatus
-from devstack.tls import ServerCertificate, client_context, load_or_create_ca
-from devstack.upstream import PooledUpstream
+import devstack.proxy.server
+from devstack.manifest.spec import ProxySpec, RouteSpec, ServiceSpec, StackSpec
+from devstack.proxy.forward import SessionUpstream, Upstream
+from devstack.proxy.routing import certificate_hosts
+from devstack.proxy.server import Proxy, ProxyTimeouts
+from devstack.proxy.upstream.pool import PooledUpstream
+from devstack.status import ServiceState, ServiceStatus
+from devstack.tls.ca import ServerCertificate, client_context, load_or_create_ca
 
 
 class StandInDirectory:
@@ -175,5 +175,5 @@ async def _serve_forever(upstream_port: int) -> None:
 
 
 if __name__ == "__main__":
-    devstack.proxy.default_upstream = use_leg(sys.argv[2])  # type: ignore[assignment]
+    devstack.proxy.server.default_upstream = use_leg(sys.argv[2])  # type: ignore[assignment]
     asyncio.run(_serve_forever(int(sys.argv[1])))

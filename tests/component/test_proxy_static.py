@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from devstack.config import RouteSpec
-from devstack.tls import ca_cert_path
+from devstack.manifest.spec import RouteSpec
+from devstack.tls.ca import ca_cert_path
 from tests.component.test_proxy_harness import (
     StandInDirectory,
     make_spec,

@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import WSMsgType, web
 
-from devstack.config import RouteSpec
+from devstack.manifest.spec import RouteSpec
 from tests.component.test_proxy_harness import (
     StandInDirectory,
     make_spec,

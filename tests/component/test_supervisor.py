@@ -12,11 +12,11 @@ from typing import TypeVar
 
 import pytest
 
-from devstack.config import HealthSpec, RestartPolicy, ServiceSpec, StackSpec
 from devstack.errors import ServiceStartError
-from devstack.output import Printer
-from devstack.state import ServiceState
-from devstack.supervisor import Supervisor, stop_order
+from devstack.manifest.spec import HealthSpec, RestartPolicy, ServiceSpec, StackSpec
+from devstack.run.output import Printer
+from devstack.run.supervisor import Supervisor, stop_order
+from devstack.status import ServiceState
 from tests.conditions import async_wait_until
 
 T = TypeVar("T")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from devstack import tls
+from devstack.tls import ca as tls
 
 BODY = b"hello over tls"
 CLIENT_TIMEOUT_SECONDS = 10.0

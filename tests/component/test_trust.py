@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from devstack import tls, trust
-from devstack.trust import Outcome
+from devstack.tls import ca as tls
+from devstack.tls import trust
+from devstack.tls.trust import Outcome
 
 CERTUTIL = shutil.which("certutil")
 needs_certutil = pytest.mark.skipif(

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from devstack.tls import client_context
+from devstack.tls.ca import client_context
 from tests.e2e import browser
 from tests.e2e.conftest import DevstackProcess, DevstackRunner
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from devstack.config import ServiceSpec
-from devstack.env import read_env_file, service_environment, service_variable_prefix
 from devstack.errors import ManifestError
+from devstack.manifest.env import read_env_file, service_environment, service_variable_prefix
+from devstack.manifest.spec import ServiceSpec
 
 
 def service(name: str = "web", **env: str) -> ServiceSpec:
@@ -54,8 +54,12 @@ def test_read_env_file_that_is_not_utf8(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "prefix"),
-    [("web", "DEVSTACK_WEB"), ("web-app", "DEVSTACK_WEB_APP"), ("Api2", "DEVSTACK_API2"),
-     ("a_b", "DEVSTACK_A_B")],
+    [
+        ("web", "DEVSTACK_WEB"),
+        ("web-app", "DEVSTACK_WEB_APP"),
+        ("Api2", "DEVSTACK_API2"),
+        ("a_b", "DEVSTACK_A_B"),
+    ],
 )
 def test_service_variable_prefix(name: str, prefix: str) -> None:
     assert service_variable_prefix(name) == prefix

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import io
 
-from devstack.output import LineSplitter, Printer, should_colour
+from devstack.run.output import LineSplitter, Printer, should_colour
 
 
 def split(chunks: list[bytes], max_line: int = 16) -> list[bytes]:

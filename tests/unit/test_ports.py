@@ -1,4 +1,5 @@
-"""ports.py without the OS: /proc parsing, messages, the decision and the sticky file."""
+"""Port assignment and holder lookup without the OS: /proc parsing, messages, the decision
+and the sticky file."""
 
 from __future__ import annotations
 
@@ -9,17 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from devstack.config import ProxySpec, ServiceSpec, StackSpec
-from devstack.ports import (
+from devstack.manifest.spec import ProxySpec, ServiceSpec, StackSpec
+from devstack.netstat.holders import PortHolder, listening_inodes, shorten_command
+from devstack.run.ports import (
     PortAssignment,
-    PortHolder,
     PortProbe,
     assign_ports,
     decide_ports,
-    listening_inodes,
     load_sticky,
     save_sticky,
-    shorten_command,
 )
 
 
@@ -330,7 +329,7 @@ def test_a_corrupt_file_is_ignored_with_a_warning(
 ) -> None:
     path = tmp_path / "ports.json"
     path.write_text(text, encoding="latin-1")
-    with caplog.at_level(logging.WARNING, logger="devstack.ports"):
+    with caplog.at_level(logging.WARNING, logger="devstack.run.ports"):
         assert load_sticky(path) == {}
     assert str(path) in caplog.text
     assert "ignoring" in caplog.text
@@ -360,7 +359,7 @@ def test_a_state_dir_that_cannot_be_created_is_a_warning_not_an_error(
 ) -> None:
     (tmp_path / ".devstack").write_text("a file where the folder should be")
     fake = FakeOS(picks=[50001])
-    with caplog.at_level(logging.WARNING, logger="devstack.ports"):
+    with caplog.at_level(logging.WARNING, logger="devstack.run.ports"):
         result = assign_ports(stack(tmp_path, {"worker": None}), probe=fake.probe)
     assert result["worker"].port == 50001
     assert "cannot save port picks" in caplog.text

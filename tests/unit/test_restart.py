@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from devstack.restart import Backoff
+from devstack.run.restart import Backoff
 
 
 def test_delays_double_up_to_the_cap_then_give_up() -> None:

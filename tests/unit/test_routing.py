@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from devstack.config import ProxySpec, RouteSpec, ServiceSpec, StackSpec
-from devstack.routing import RouteTable, certificate_hosts, is_allowed_host, normalize_host
+from devstack.manifest.spec import ProxySpec, RouteSpec, ServiceSpec, StackSpec
+from devstack.proxy.routing import RouteTable, certificate_hosts, is_allowed_host, normalize_host
 
 ROOT = Path("/stack")
 

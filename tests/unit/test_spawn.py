@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from devstack.spawn import command_argv
+from devstack.run.spawn import command_argv
 
 ENV = {"PORT": "3000", "HOST": "127.0.0.1", "EMPTY": "", "SPACED": "a b"}
 

@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from devstack import tls
-from devstack.config import ProxySpec, ServiceSpec, StackSpec
 from devstack.errors import TLSError
-from devstack.routing import certificate_hosts
+from devstack.manifest.spec import ProxySpec, ServiceSpec, StackSpec
+from devstack.proxy.routing import certificate_hosts
+from devstack.tls import ca as tls
 from tests.conditions import async_wait_until
 
 START = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from honcho import environ
 
-from devstack.config import ServiceSpec
 from devstack.errors import ManifestError
+from devstack.manifest.spec import ServiceSpec
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
-from devstack.forward import (
+from devstack.proxy.forward import (
     ClientGone,
     ForwardError,
     ServiceUnavailable,
@@ -24,8 +24,8 @@ from devstack.forward import (
     UpstreamRefused,
     UpstreamTimeout,
 )
-from devstack.routing import RouteTable
-from devstack.state import ServiceState
+from devstack.proxy.routing import RouteTable
+from devstack.status import ServiceState
 
 _GONE_STATES = frozenset(
     {ServiceState.CRASHED, ServiceState.FAILED, ServiceState.STOPPED, ServiceState.DONE}

@@ -32,7 +32,7 @@ from typing import Literal, Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from devstack.tls import CertificateAuthority
+from devstack.tls.ca import CertificateAuthority
 
 logger = logging.getLogger(__name__)
 

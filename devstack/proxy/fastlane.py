@@ -1,23 +1,24 @@
-"""The fast path of the HTTPS front door: plain requests relayed in protocol callbacks, with no
+"""The fast lane of the HTTPS front door: plain requests relayed in protocol callbacks, with no
 task, future or aiohttp object per request.
 
 Every TLS connection starts on :class:`FastPath`. It takes a request when the request is plain:
 HTTP/1.1 without a body, its whole head in hand, for an allowed host, routed to a service that
-is ready. The head goes to a pooled connection of :class:`devstack.upstream.PooledUpstream` in
-one write, rewritten as :func:`devstack.forward.upstream_headers` does; the answer comes back
-through :class:`Relay`: up to ``SMALL_BODY_BYTES`` (by Content-Length) head and body in one
-write, anything else streamed as it arrives, with back-pressure.
+is ready. The head goes to a pooled connection of
+:class:`devstack.proxy.upstream.pool.PooledUpstream` in one write, rewritten as
+:func:`devstack.proxy.forward.upstream_headers` does; the answer comes back through
+:class:`Relay`: up to ``SMALL_BODY_BYTES`` (by Content-Length) head and body in one write,
+anything else streamed as it arrives, with back-pressure.
 
 Everything else is *handed over*: the connection, with the bytes not answered yet, goes to
-aiohttp's server (the full proxy of :mod:`devstack.proxy`) and stays there. That covers bodies,
-WebSockets, static files, forbidden hosts, unknown paths, services that are not ready, heads
-that arrive in pieces (and their deadline), HTTP/1.0, ``Connection: close``, a refused
+aiohttp's server (the full proxy of :mod:`devstack.proxy.server`) and stays there. That covers
+bodies, WebSockets, static files, forbidden hosts, unknown paths, services that are not ready,
+heads that arrive in pieces (and their deadline), HTTP/1.0, ``Connection: close``, a refused
 connection and a pooled connection the service had closed. The client has received nothing of
 that request then, so the full proxy answers as if it had come to it first.
 
 Failures after the request went out are answered here: no answer in time is a 504 page, a
-broken answer a 502 (:func:`devstack.pages.failure_answer`); an answer cut short after its head
-cuts the client off.
+broken answer a 502 (:func:`devstack.proxy.pages.failure_answer`); an answer cut short after
+its head cuts the client off.
 """
 
 from __future__ import annotations
@@ -31,17 +32,17 @@ from typing import cast
 
 import httptools
 
-from devstack.connection import Connection
-from devstack.forward import (
+from devstack.proxy.forward import (
     FORWARDED_HEADERS,
     HOP_BY_HOP_BYTES,
     UpstreamRefused,
     named_in_connection_bytes,
 )
-from devstack.relay import Relay
-from devstack.routing import RouteTable, is_allowed_host
-from devstack.state import ServiceDirectory
-from devstack.upstream import PooledUpstream
+from devstack.proxy.relay import Relay
+from devstack.proxy.routing import RouteTable, is_allowed_host
+from devstack.proxy.upstream.connection import Connection
+from devstack.proxy.upstream.pool import PooledUpstream
+from devstack.status import ServiceDirectory
 
 logger = logging.getLogger(__name__)
 

@@ -1,11 +1,12 @@
 """A service's answer written straight to the client of the fast path
-(:mod:`devstack.fastpath`), as its :class:`devstack.connection.Connection` reports it.
+(:mod:`devstack.proxy.fastlane`), as its :class:`devstack.proxy.upstream.connection.Connection`
+reports it.
 
 Up to ``SMALL_BODY_BYTES`` (by Content-Length) the head and the body leave in one write (one TLS
 record); anything longer, or without a length, is streamed as it arrives (re-chunked when it has
 no length), reading from the service only as fast as the client takes it. The answer's headers
-pass as :func:`devstack.connection.answer_headers` leaves them; ``Date`` and ``Server`` are added
-when missing, as aiohttp does on the full proxy.
+pass as :func:`devstack.proxy.upstream.connection.answer_headers` leaves them; ``Date`` and
+``Server`` are added when missing, as aiohttp does on the full proxy.
 
 Failures before anything reached the client are answered with the proxy's pages (504 when no
 answer came in time, 502 for a broken one), or handed to the full proxy when a pooled
@@ -23,12 +24,12 @@ from typing import TYPE_CHECKING
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE
 
-from devstack import pages
-from devstack.connection import Connection, ConnectionLost, Exchange, answer_headers
-from devstack.forward import SMALL_BODY_BYTES, UpstreamBroken, UpstreamTimeout
+from devstack.proxy import pages
+from devstack.proxy.forward import SMALL_BODY_BYTES, UpstreamBroken, UpstreamTimeout
+from devstack.proxy.upstream.connection import Connection, ConnectionLost, Exchange, answer_headers
 
 if TYPE_CHECKING:
-    from devstack.fastpath import FastPath
+    from devstack.proxy.fastlane import FastPath
 
 logger = logging.getLogger(__name__)
 

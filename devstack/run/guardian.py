@@ -7,8 +7,8 @@ When the pipe reaches end-of-file, devstack is gone: whatever groups are still r
 SIGTERM, then SIGKILL after their stop timeout, and the guardian exits. On a normal shutdown the
 registry is already empty and the guardian simply exits.
 
-This file is also imported by ``devstack.process`` for :func:`group_members`, the one way devstack
-decides whether a process group is empty.
+This file is also imported by ``devstack.run.process`` for :func:`group_members`, the one way
+devstack decides whether a process group is empty.
 """
 
 from __future__ import annotations

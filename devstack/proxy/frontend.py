@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from devstack.config import StackSpec
-from devstack.listen import Listeners
-from devstack.proxy import Proxy
-from devstack.routing import certificate_hosts
-from devstack.state import ServiceDirectory
-from devstack.tls import ServerCertificate, load_or_create_ca
+from devstack.manifest.spec import StackSpec
+from devstack.proxy.bind import Listeners
+from devstack.proxy.routing import certificate_hosts
+from devstack.proxy.server import Proxy
+from devstack.status import ServiceDirectory
+from devstack.tls.ca import ServerCertificate, load_or_create_ca
 
 
 class Frontend:

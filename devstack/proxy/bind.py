@@ -14,9 +14,9 @@ import logging
 import socket
 from dataclasses import dataclass, field
 
-from devstack.config import StackSpec
 from devstack.errors import PortError
-from devstack.ports import find_holder
+from devstack.manifest.spec import StackSpec
+from devstack.netstat.holders import find_holder
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Building blocks of devstack's small PKI, on top of ``cryptography``: names, signed
-certificates, key usages, PEM keys. :mod:`devstack.tls` decides what to issue; this says how."""
+certificates, key usages, PEM keys. :mod:`devstack.tls.ca` decides what to issue; this says how."""
 
 from __future__ import annotations
 

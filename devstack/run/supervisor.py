@@ -19,10 +19,10 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from devstack.config import RestartPolicy, ServiceSpec, StackSpec
-from devstack.env import service_environment
 from devstack.errors import ServiceStartError
-from devstack.events import (
+from devstack.manifest.env import service_environment
+from devstack.manifest.spec import RestartPolicy, ServiceSpec, StackSpec
+from devstack.run.events import (
     BackoffElapsed,
     Clock,
     Event,
@@ -37,13 +37,13 @@ from devstack.events import (
     StartRequested,
     StopRequested,
 )
-from devstack.guardian import Guardian
-from devstack.health import ListenWatcher, wait_until_ready
-from devstack.output import Printer
-from devstack.process import ServiceProcess
-from devstack.restart import Backoff
-from devstack.spawn import Spawned
-from devstack.state import ServiceState, ServiceStatus
+from devstack.run.guardian import Guardian
+from devstack.run.output import Printer
+from devstack.run.process import ServiceProcess
+from devstack.run.readiness import ListenWatcher, wait_until_ready
+from devstack.run.restart import Backoff
+from devstack.run.spawn import Spawned
+from devstack.status import ServiceState, ServiceStatus
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def stop_order(spec: StackSpec) -> list[list[str]]:
 
 
 class Supervisor:
-    """Runs every service of a stack; implements :class:`devstack.state.ServiceDirectory`."""
+    """Runs every service of a stack; implements :class:`devstack.status.ServiceDirectory`."""
 
     def __init__(
         self,

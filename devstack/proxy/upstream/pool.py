@@ -7,8 +7,8 @@ only after its whole exchange went through. Bodies stream both ways with back-pr
 service's socket stops being read while the client is slower, and the client's body is read
 only as fast as the service takes it.
 
-Needs the ``fast`` extra (httptools); :func:`devstack.proxy.default_upstream` falls back to
-:class:`devstack.forward.SessionUpstream` without it.
+Needs the ``fast`` extra (httptools); :func:`devstack.proxy.server.default_upstream` falls back to
+:class:`devstack.proxy.forward.SessionUpstream` without it.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from collections.abc import Callable
 from aiohttp import web
 from multidict import CIMultiDict, istr
 
-from devstack.connection import Connection, ConnectionLost, Exchange, answer_headers
-from devstack.forward import (
+from devstack.proxy.forward import (
     ClientGone,
     RequestBody,
     UpstreamBroken,
@@ -31,6 +30,7 @@ from devstack.forward import (
     UpstreamTimeout,
     start_response,
 )
+from devstack.proxy.upstream.connection import Connection, ConnectionLost, Exchange, answer_headers
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,8 @@ class _Deadline:
 
 
 class PooledUpstream:
-    """The :class:`devstack.forward.Upstream` leg on httptools with per-port connection pools."""
+    """The :class:`devstack.proxy.forward.Upstream` leg on httptools with per-port connection
+    pools."""
 
     def __init__(self, *, upstream_timeout: float, connect_timeout: float = 5.0) -> None:
         self._upstream_timeout = upstream_timeout

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from devstack import pages
+from devstack.proxy import pages
 
 INDEX_FILE = "index.html"
 

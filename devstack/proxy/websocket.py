@@ -12,7 +12,7 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, istr
 from yarl import URL
 
-from devstack.forward import UpstreamBroken, UpstreamRefused, UpstreamTimeout
+from devstack.proxy.forward import UpstreamBroken, UpstreamRefused, UpstreamTimeout
 
 logger = logging.getLogger(__name__)
 

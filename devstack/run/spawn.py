@@ -2,7 +2,7 @@
 
 Synchronous and light (no event loop, no asyncio import), so ``devstack up`` can start the
 services that wait for nothing before its own heavier modules have loaded; everything after the
-spawn (watching the exit, pumping output, stopping) is :mod:`devstack.process`'s.
+spawn (watching the exit, pumping output, stopping) is :mod:`devstack.run.process`'s.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devstack.errors import ServiceStartError
-from devstack.guardian import Guardian
+from devstack.run.guardian import Guardian
 
 # Anything that needs a shell to mean what it says: pipes, redirections, variables, globs, ...
 _SHELL_SYNTAX = re.compile(r"[|&;<>()$`\\*?\[\]#~{}!\n]")

@@ -6,10 +6,10 @@ Roles (after Caddy's reverse proxy):
   first byte: ``0x16`` starts a TLS handshake and the connection goes to the HTTPS server; any
   other byte is plain HTTP sent to the HTTPS port by mistake, and gets a 308 redirect to the
   same URL over https. A client that connects and says nothing is dropped after a deadline.
-- :mod:`devstack.routing` decides where a request goes (pure).
-- :mod:`devstack.forward` carries it to the service (the swappable upstream leg);
-  :mod:`devstack.websocket` relays WebSockets; :mod:`devstack.static` serves folders.
-- :mod:`devstack.pages` answers when something fails, with the status :func:`pages.status_for`
+- :mod:`devstack.proxy.routing` decides where a request goes (pure).
+- :mod:`devstack.proxy.forward` carries it to the service (the swappable upstream leg);
+  :mod:`devstack.proxy.websocket` relays WebSockets; :mod:`devstack.proxy.static` serves folders.
+- :mod:`devstack.proxy.pages` answers when something fails, with the status :func:`pages.status_for`
   picks.
 
 Requests to a service that is starting (or restarting) are held before their body is read,
@@ -33,9 +33,10 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from devstack import pages, static, websocket
-from devstack.config import StackSpec
-from devstack.forward import (
+from devstack.manifest.spec import StackSpec
+from devstack.proxy import pages, static, websocket
+from devstack.proxy.bind import Listeners, bind_proxy
+from devstack.proxy.forward import (
     ForwardError,
     RequestBody,
     ServiceUnavailable,
@@ -44,12 +45,11 @@ from devstack.forward import (
     UpstreamRefused,
     upstream_headers,
 )
-from devstack.listen import Listeners, bind_proxy
-from devstack.routing import Match, RouteTable, is_allowed_host, normalize_host
-from devstack.state import ServiceDirectory, ServiceState, ServiceStatus
+from devstack.proxy.routing import Match, RouteTable, is_allowed_host, normalize_host
+from devstack.status import ServiceDirectory, ServiceState, ServiceStatus
 
 if TYPE_CHECKING:
-    from devstack.fastpath import FastLane
+    from devstack.proxy.fastlane import FastLane
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("devstack.access")
@@ -87,7 +87,7 @@ class Proxy:
         upstream: Upstream | None = None,
         listeners: Listeners | None = None,
     ) -> None:
-        """``listeners``: sockets bound beforehand (see :mod:`devstack.listen`); without them,
+        """``listeners``: sockets bound beforehand (see :mod:`devstack.proxy.bind`); without them,
         ``start()`` binds ``port`` (default ``proxy.port``)."""
         self._spec = spec
         self._prebound = listeners
@@ -125,7 +125,7 @@ class Proxy:
 
     @property
     def fast_lane(self) -> FastLane | None:
-        """The fast path for plain requests (:mod:`devstack.fastpath`), while running with the
+        """The fast path for plain requests (:mod:`devstack.proxy.fastlane`), while running with the
         httptools leg and no access log."""
         return self._fast_lane
 
@@ -205,8 +205,8 @@ class Proxy:
         if access_logger.isEnabledFor(logging.DEBUG):
             return None
         try:
-            from devstack.fastpath import FastLane
-            from devstack.upstream import PooledUpstream
+            from devstack.proxy.fastlane import FastLane
+            from devstack.proxy.upstream.pool import PooledUpstream
         except ImportError:
             return None
         if not isinstance(self._upstream, PooledUpstream):
@@ -389,7 +389,7 @@ class Proxy:
 def default_upstream(upstream_timeout: float) -> Upstream:
     """The lean httptools leg when the ``fast`` extra is installed, else aiohttp's client."""
     try:
-        from devstack.upstream import PooledUpstream
+        from devstack.proxy.upstream.pool import PooledUpstream
     except ImportError:
         logger.debug("httptools is not installed: forwarding with aiohttp's client")
         return SessionUpstream(upstream_timeout=upstream_timeout)

@@ -6,8 +6,8 @@ aiohttp ``ClientSession`` one (:class:`SessionUpstream`) without touching routin
 Header rules live here and are shared by every leg: :func:`upstream_headers` and
 :func:`downstream_headers`.
 
-Failures are raised as :class:`ForwardError` subclasses; :func:`devstack.pages.status_for` is the
-one place that turns them into statuses.
+Failures are raised as :class:`ForwardError` subclasses;
+:func:`devstack.proxy.pages.status_for` is the one place that turns them into statuses.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
-from devstack.state import ServiceStatus
+from devstack.status import ServiceStatus
 
 logger = logging.getLogger(__name__)
 

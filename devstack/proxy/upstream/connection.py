@@ -3,9 +3,9 @@
 
 A :class:`Connection` carries one :class:`Exchange` at a time and reports the answer to it as it
 arrives: status and headers, body chunks, the end, or a failure. What happens then is the
-exchange's business: :mod:`devstack.upstream` queues the answer for a task that relays it,
-:mod:`devstack.relay` writes it straight to the client. The pool is
-:class:`devstack.upstream.PooledUpstream`.
+exchange's business: :mod:`devstack.proxy.upstream.pool` queues the answer for a task that
+relays it, :mod:`devstack.proxy.relay` writes it straight to the client. The pool is
+:class:`devstack.proxy.upstream.pool.PooledUpstream`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import cast
 
 import httptools
 
-from devstack.forward import HOP_BY_HOP_BYTES, named_in_connection_bytes
+from devstack.proxy.forward import HOP_BY_HOP_BYTES, named_in_connection_bytes
 
 
 class ConnectionLost(Exception):

@@ -36,8 +36,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from devstack import pki, private
 from devstack.errors import TLSError
+from devstack.tls import pki, private
 
 logger = logging.getLogger(__name__)
 

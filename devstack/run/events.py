@@ -2,7 +2,7 @@
 
 Exit watchers, readiness probes and backoff timers post *what happened*
 (``ProcessExited``); users, the proxy and, later, a control socket post *what is asked*
-(``RestartRequested``). :meth:`devstack.supervisor.Supervisor._handle` is the one consumer.
+(``RestartRequested``). :meth:`devstack.run.supervisor.Supervisor._handle` is the one consumer.
 """
 
 from __future__ import annotations

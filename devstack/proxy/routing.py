@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from devstack.config import StackSpec
+from devstack.manifest.spec import StackSpec
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 """Hosts that always reach the proxy; together with ``*.localhost`` they are always allowed."""

@@ -17,8 +17,8 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from devstack.config import HealthSpec
-from devstack.listening import ListeningPorts
+from devstack.manifest.spec import HealthSpec
+from devstack.netstat.listening import ListeningPorts
 
 logger = logging.getLogger(__name__)
 

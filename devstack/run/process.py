@@ -2,7 +2,7 @@
 
 The service's process group is the unit: signals go to the group (so ``npm -> node`` grandchildren
 go too), and a stop is finished only when no live process is left in it. The guardian (see
-:mod:`devstack.guardian`) is told about every group, so nothing survives even ``kill -9`` of
+:mod:`devstack.run.guardian`) is told about every group, so nothing survives even ``kill -9`` of
 devstack.
 """
 
@@ -18,9 +18,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from devstack.errors import ServiceStartError
-from devstack.guardian import Guardian, group_members, signal_group
-from devstack.output import LineSplitter
-from devstack.spawn import Spawned, spawn
+from devstack.run.guardian import Guardian, group_members, signal_group
+from devstack.run.output import LineSplitter
+from devstack.run.spawn import Spawned, spawn
 
 logger = logging.getLogger(__name__)
 

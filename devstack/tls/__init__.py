@@ -1,0 +1,3 @@
+"""Local TLS: the CA, leaf certificates, owner-only key files and the trust stores. Knows nothing
+of routing or services: callers pass host names in.
+"""
