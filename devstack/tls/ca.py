@@ -297,17 +297,6 @@ class ServerCertificate:
         self._issue_and_load("renewed")
         return True
 
-    def update_hosts(self, hosts: Sequence[str]) -> bool:
-        """Serve a certificate for a new host set (a service was added); True if it changed."""
-        new = normalize_hosts(hosts)
-        if new == self._hosts:
-            return False
-        certificate, path = self._load_or_issue(new)
-        self._context.load_cert_chain(path)
-        self._hosts, self._certificate, self._path = new, certificate, path
-        logger.info("now serving a certificate for %s", ", ".join(new))
-        return True
-
     async def keep_renewed(self, check_every_seconds: float = 3600) -> None:
         """Renew the certificate whenever it is due, until cancelled.
 

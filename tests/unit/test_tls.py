@@ -425,15 +425,6 @@ def test_a_cached_leaf_due_for_renewal_is_not_reused() -> None:
     assert again.certificate.serial_number != first.certificate.serial_number
 
 
-def test_a_new_host_set_is_served_from_the_same_context() -> None:
-    server = tls.ServerCertificate(tls.load_or_create_ca(), ["api.localhost"])
-    context = server.context
-    assert not server.update_hosts(["API.localhost."])
-    assert server.update_hosts(["api.localhost", "web.localhost"])
-    assert server.context is context
-    assert san(served_certificate(context))[0] == ["localhost", "api.localhost", "web.localhost"]
-
-
 def test_keep_renewed_renews_in_the_background() -> None:
     clock = FakeClock()
     server = tls.ServerCertificate(tls.load_or_create_ca(clock=clock), [], clock=clock)
