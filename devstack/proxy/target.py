@@ -1,0 +1,186 @@
+"""What a request asks for, checked once for both lanes: the request-target and the Host. Pure.
+
+The rules (RFC 9112 section 3.2, RFC 9110 section 7.2, RFC 3986):
+
+- **Origin form** (``/path?query``) is the normal case. Its path is *normalized*: percent
+  escapes of unreserved characters are decoded (``%2e`` is ``.``, ``%7E`` is ``~``), other
+  escapes get upper-case hex digits, and dot segments are removed (RFC 3986 section 5.2.4), so
+  ``/api/../admin`` is ``/admin`` and ``/api/%2e%2e/admin`` too. A path that would climb above
+  ``/`` is refused (400). Routing and forwarding use the same normalized path: what a service
+  receives is what was matched. The query is passed on untouched.
+- **Encoded slashes** (``%2F``) are data, not separators: they are matched and forwarded as
+  they are, so ``/api%2Fadmin/x`` is the one segment ``api%2Fadmin`` and is under neither
+  ``/api`` nor ``/api/admin``. A static route never serves such a path (404).
+- **Absolute form** (``http://host/path``) is what a forward proxy is sent. devstack is not one:
+  it takes the absolute form only when its authority is a host the proxy serves, and then treats
+  it as the origin form with that authority as the Host (RFC 9112 section 3.2.2).
+- **Asterisk form** (``OPTIONS *``) is answered by the proxy itself; ``*`` with any other method
+  is refused (400). **Authority form** (``CONNECT host:port``) is refused (405): devstack does not
+  tunnel.
+- **Host** must be ``host[:port]``: a DNS name (letters, digits, ``-``, ``.``, ``_``), an IPv4
+  address or a bracketed IPv6 literal, and an optional port of at most five digits. Anything
+  else (``localhost@evil.example``, ``evil.example/.localhost``, spaces, ``#``) is refused
+  (400) before any upstream is contacted, as is a request without a Host.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+from dataclasses import dataclass
+
+ALLOWED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+"""What ``OPTIONS *`` and a refused ``CONNECT`` are told (``Allow``)."""
+
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_PLAIN_PATH = re.compile(r"/(?!/)[A-Za-z0-9\-_~!$&'()*+,;=:@/.]*")
+"""A path that needs no work: no escapes and (checked apart) no dot segments."""
+_PATH_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*")
+"""What a path may hold (RFC 3986 ``pchar`` and ``/``); ``%`` is checked by :data:`_ESCAPE`."""
+_QUERY_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?%\[\]{}|\\^`\"<>]*")
+"""Lenient: browsers send ``|``, ``^``, quotes and brackets unescaped in queries."""
+_HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-_.]*[A-Za-z0-9_.])?")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+class BadRequest(Exception):
+    """A request refused before any upstream is contacted. ``status`` is the answer's
+    (400, 405, 414, 431); ``allow`` goes in ``Allow`` when set (405)."""
+
+    def __init__(self, status: int, message: str, *, allow: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.allow = allow
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTarget:
+    """A checked request-target: the normalized ``path``, the ``query`` as sent (without the
+    ``?``, ``None`` when absent), and ``host`` when the absolute form named one."""
+
+    path: str
+    query: str | None = None
+    host: str | None = None
+    is_asterisk: bool = False
+
+    @property
+    def path_qs(self) -> str:
+        return self.path if self.query is None else f"{self.path}?{self.query}"
+
+
+def parse_target(method: str, target: str) -> RequestTarget:
+    """Check and normalize a request-target (see the module's rules); raise
+    :class:`BadRequest` for what devstack refuses."""
+    if method == "CONNECT":
+        raise BadRequest(
+            405, "CONNECT is not supported: devstack is not a forward proxy", allow=ALLOWED_METHODS
+        )
+    if target == "*":
+        if method != "OPTIONS":
+            raise BadRequest(400, f"the target * is only valid for OPTIONS, not {method}")
+        return RequestTarget(path="*", is_asterisk=True)
+    host: str | None = None
+    if not target.startswith("/"):
+        host, target = _split_absolute(target)
+    path, sep, query = target.partition("?")
+    if "#" in target:
+        raise BadRequest(400, "the request target must not contain a fragment (#)")
+    if sep and not _QUERY_CHARS.fullmatch(query):
+        raise BadRequest(400, "the query holds characters that must be percent-encoded")
+    return RequestTarget(path=normalize_path(path), query=query if sep else None, host=host)
+
+
+@functools.lru_cache(maxsize=1024)
+def normalize_path(path: str) -> str:
+    """``/a/./b/../c%2e%7e`` -> ``/a/c.~``: unreserved escapes decoded, other escapes in upper
+    case, dot segments removed. Raises :class:`BadRequest` for a path that climbs above ``/``,
+    holds bytes a path may not, or a malformed escape."""
+    if _PLAIN_PATH.fullmatch(path) and "/." not in path:
+        return path
+    if not path.startswith("/") or path.startswith("//"):
+        # Two leading slashes would read as an authority (//host/...) once forwarded or
+        # written in a Location.
+        if path.startswith("//"):
+            return normalize_path("/" + path.lstrip("/"))
+        raise BadRequest(400, "the request target must start with /")
+    if not _PATH_CHARS.fullmatch(path):
+        raise BadRequest(400, "the path holds characters that must be percent-encoded")
+    if "%" in path:
+        if path.count("%") != len(_ESCAPE.findall(path)):
+            raise BadRequest(400, "the path holds a malformed percent escape")
+        path = _ESCAPE.sub(_normalize_escape, path)
+    return remove_dot_segments(path)
+
+
+def remove_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4 on an absolute path; :class:`BadRequest` where it would climb
+    above the root (``/..``), which the RFC silently clamps but a server may read otherwise."""
+    out: list[str] = []
+    segments = path.split("/")[1:]
+    for i, segment in enumerate(segments):
+        is_last = i == len(segments) - 1
+        if segment == ".":
+            if is_last:
+                out.append("")
+        elif segment == "..":
+            if not out:
+                raise BadRequest(400, "the path climbs above the root (/..)")
+            out.pop()
+            if is_last:
+                out.append("")
+        else:
+            out.append(segment)
+    return "/" + "/".join(out)
+
+
+def parse_host(value: str) -> str:
+    """A Host header as ``host[:port]`` -> the normalized host (lower case, no port, no trailing
+    dot; IPv6 in brackets). Raises :class:`BadRequest` for anything else."""
+    host = _parse_host(value)
+    if host is None:
+        raise BadRequest(400, f"invalid Host header {value[:100]!r}: expected host[:port]")
+    return host
+
+
+@functools.lru_cache(maxsize=512)
+def _parse_host(value: str) -> str | None:
+    if value.startswith("["):
+        end = value.find("]")
+        if end == -1:
+            return None
+        literal, rest = value[1:end], value[end + 1 :]
+        try:
+            ipaddress.IPv6Address(literal)
+        except ValueError:
+            return None
+        name = f"[{literal.lower()}]"
+    else:
+        name, colon, port = value.partition(":")
+        rest = colon + port
+        if not _HOST_NAME.fullmatch(name):
+            return None
+        name = name.lower().rstrip(".")
+    if rest and not (rest[0] == ":" and _PORT.fullmatch(rest[1:]) and int(rest[1:]) <= 65535):
+        return None
+    return name
+
+
+def _split_absolute(target: str) -> tuple[str, str]:
+    scheme, sep, rest = target.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise BadRequest(400, "the request target must be a path (/...) or an http(s) URL")
+    authority, slash, path = rest.partition("/")
+    if "?" in authority:
+        authority, _, query = authority.partition("?")
+        path, slash = f"?{query}", ""
+    if "@" in authority:
+        raise BadRequest(400, "the request target must not carry user information (@)")
+    return parse_host(authority), "/" + path if slash else "/" + path.lstrip("/")
+
+
+def _normalize_escape(match: re.Match[str]) -> str:
+    code = int(match.group(1), 16)
+    return chr(code) if code in _UNRESERVED else f"%{match.group(1).upper()}"
