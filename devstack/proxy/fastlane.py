@@ -6,8 +6,8 @@ HTTP/1.1 without a body, its whole head in hand, for an allowed host, routed to 
 is ready. The head goes to a pooled connection of
 :class:`devstack.proxy.upstream.pool.PooledUpstream` in one write, rewritten as
 :func:`devstack.proxy.forward.upstream_headers` does; the answer comes back through
-:class:`Relay`: up to ``SMALL_BODY_BYTES`` (by Content-Length) head and body in one write,
-anything else streamed as it arrives, with back-pressure.
+:class:`devstack.proxy.relay.Relay`: up to ``SMALL_BODY_BYTES`` (by Content-Length) head and
+body in one write, anything else streamed as it arrives, with back-pressure.
 
 Everything else is *handed over*: the connection, with the bytes not answered yet, goes to
 aiohttp's server (the full proxy of :mod:`devstack.proxy.server`) and stays there. That covers
@@ -77,14 +77,14 @@ class FastLane:
         self.upstream_timeout = pool.upstream_timeout
         self.connections: set[FastPath] = set()
         self.handovers = 0
-        self._all_closed: asyncio.Future[None] | None = None
         """Connections handed over to the full proxy so far (for tests and diagnostics)."""
+        self._all_closed: asyncio.Future[None] | None = None
 
     def protocol(self) -> FastPath:
         return FastPath(self)
 
     async def close(self, timeout: float) -> None:
-        """Close every connection still on the fast path (the proxy is stopping); those not
+        """Close every connection still on the fast lane (the proxy is stopping); those not
         closed after ``timeout`` seconds are aborted."""
         for connection in list(self.connections):
             connection.close()
@@ -106,7 +106,8 @@ class FastLane:
 
 
 class FastPath(asyncio.Protocol):
-    """One client connection while its requests are plain."""
+    """One client connection while its requests are plain; the
+    :class:`devstack.proxy.relay.Front` its relays write answers to."""
 
     def __init__(self, lane: FastLane) -> None:
         self.lane = lane
@@ -194,6 +195,10 @@ class FastPath(asyncio.Protocol):
 
     def release(self, connection: Connection, relay: Relay, *, is_reusable: bool) -> None:
         self.lane.pool.put_back(connection, relay, is_reusable=is_reusable)
+
+    @property
+    def upstream_timeout(self) -> float:
+        return self.lane.upstream_timeout
 
     def request_line(self) -> str:
         return self._head.partition(b"\r\n")[0].decode()

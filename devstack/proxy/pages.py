@@ -76,8 +76,8 @@ def failure_page(request: web.BaseRequest, failure: ForwardError) -> web.Respons
 
 
 def failure_answer(failure: ForwardError, accept: str) -> tuple[int, str, bytes] | None:
-    """The failure page as ``(status, content type, body)``, for a leg that writes its own
-    bytes; ``accept`` is the request's Accept header. ``None`` when nobody is left to answer."""
+    """The failure page as ``(status, content type, body)``, for the fast lane, which writes its
+    own bytes; ``accept`` is the request's Accept header. ``None`` when nobody is left to answer."""
     status = status_for(failure)
     if status is None:
         return None

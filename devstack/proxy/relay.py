@@ -1,8 +1,9 @@
-"""A service's answer written straight to the client of the fast path
+"""A service's answer written straight to the client of the fast lane
 (:mod:`devstack.proxy.fastlane`), as its :class:`devstack.proxy.upstream.connection.Connection`
-reports it.
+reports it. The client side is the small :class:`Front` protocol, which the fast lane's
+connections implement; this module does not import the fast lane.
 
-Up to ``SMALL_BODY_BYTES`` (by Content-Length) the head and the body leave in one write (one TLS
+Up to :data:`SMALL_BODY_BYTES` (by Content-Length) the head and the body leave in one write (one TLS
 record); anything longer, or without a length, is streamed as it arrives (re-chunked when it has
 no length), reading from the service only as fast as the client takes it. The answer's headers
 pass as :func:`devstack.proxy.upstream.connection.answer_headers` leaves them; ``Date`` and
@@ -19,21 +20,50 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE
 
 from devstack.proxy import pages
-from devstack.proxy.forward import SMALL_BODY_BYTES, UpstreamBroken, UpstreamTimeout
+from devstack.proxy.forward import UpstreamBroken, UpstreamTimeout
 from devstack.proxy.upstream.connection import Connection, ConnectionLost, Exchange, answer_headers
-
-if TYPE_CHECKING:
-    from devstack.proxy.fastlane import FastPath
 
 logger = logging.getLogger(__name__)
 
+SMALL_BODY_BYTES = 64 * 1024
+"""Answers up to this size (by Content-Length) reach the client in one write."""
+
 _NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class Front(Protocol):
+    """The client's connection, as a :class:`Relay` writes an answer to it
+    (:class:`devstack.proxy.fastlane.FastPath`)."""
+
+    is_writing_paused: bool
+    """The client's transport asked to stop writing: stop reading the service."""
+    accept: str
+    """The request's ``Accept`` header, to pick the kind of failure page."""
+
+    @property
+    def transport(self) -> asyncio.Transport: ...
+
+    @property
+    def upstream_timeout(self) -> float:
+        """How long the service may stay silent, for the 504 page."""
+        ...
+
+    def request_line(self) -> str: ...
+
+    def answered(self) -> None:
+        """The whole answer (or a failure page) was written: take the next request."""
+
+    def hand_over_request(self) -> None:
+        """Give the request to the full proxy: nothing of its answer reached the client."""
+
+    def release(self, connection: Connection, relay: Relay, *, is_reusable: bool) -> None:
+        """The relay is done with the service's connection: pool it, or close it."""
 
 
 class Relay(Exchange):
@@ -42,7 +72,7 @@ class Relay(Exchange):
     __slots__ = ("_body", "_connection", "_front", "_head", "_is_chunked", "_is_streamed",
                  "connecting", "service")  # fmt: skip
 
-    def __init__(self, front: FastPath, service: str, is_head: bool) -> None:
+    def __init__(self, front: Front, service: str, is_head: bool) -> None:
         super().__init__(is_head=is_head)
         self._front = front
         self.service = service
@@ -131,7 +161,7 @@ class Relay(Exchange):
             front.transport.close()
             return
         if isinstance(error, TimeoutError):
-            limit = front.lane.upstream_timeout
+            limit = front.upstream_timeout
             failure: UpstreamBroken | UpstreamTimeout = UpstreamTimeout(
                 self.service, f"no answer within {limit:g} s"
             )

@@ -6,8 +6,12 @@ Roles (after Caddy's reverse proxy):
   first byte: ``0x16`` starts a TLS handshake and the connection goes to the HTTPS server; any
   other byte is plain HTTP sent to the HTTPS port by mistake, and gets a 308 redirect to the
   same URL over https. A client that connects and says nothing is dropped after a deadline.
+- :mod:`devstack.proxy.fastlane` takes every TLS connection first and answers plain requests in
+  protocol callbacks; anything else, and every request while the access log is on, is answered
+  here (the full proxy, on aiohttp's server).
 - :mod:`devstack.proxy.routing` decides where a request goes (pure).
-- :mod:`devstack.proxy.forward` carries it to the service (the swappable upstream leg);
+- :class:`devstack.proxy.upstream.pool.PooledUpstream` carries it to the service (both lanes share
+  its connections; :mod:`devstack.proxy.forward` holds the header rules and failures);
   :mod:`devstack.proxy.websocket` relays WebSockets; :mod:`devstack.proxy.static` serves folders.
 - :mod:`devstack.proxy.pages` answers when something fails, with the status :func:`pages.status_for`
   picks.
@@ -27,7 +31,7 @@ import ssl
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -36,20 +40,17 @@ from aiohttp import web
 from devstack.manifest.spec import StackSpec
 from devstack.proxy import pages, static, websocket
 from devstack.proxy.bind import Listeners, bind_proxy
+from devstack.proxy.fastlane import FastLane
 from devstack.proxy.forward import (
     ForwardError,
     RequestBody,
     ServiceUnavailable,
-    SessionUpstream,
-    Upstream,
     UpstreamRefused,
     upstream_headers,
 )
 from devstack.proxy.routing import Match, RouteTable, is_allowed_host, normalize_host
+from devstack.proxy.upstream.pool import PooledUpstream
 from devstack.status import ServiceDirectory, ServiceState, ServiceStatus
-
-if TYPE_CHECKING:
-    from devstack.proxy.fastlane import FastLane
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("devstack.access")
@@ -84,7 +85,6 @@ class Proxy:
         *,
         port: int | None = None,
         timeouts: ProxyTimeouts = ProxyTimeouts(),
-        upstream: Upstream | None = None,
         listeners: Listeners | None = None,
     ) -> None:
         """``listeners``: sockets bound beforehand (see :mod:`devstack.proxy.bind`); without them,
@@ -96,7 +96,7 @@ class Proxy:
         self._wanted_port = spec.proxy.port if port is None else port
         self._timeouts = timeouts
         self._table = RouteTable.from_spec(spec)
-        self._upstream = upstream or default_upstream(spec.proxy.upstream_timeout_seconds)
+        self._upstream = PooledUpstream(upstream_timeout=spec.proxy.upstream_timeout_seconds)
         self._ws_session: aiohttp.ClientSession | None = None
         self._listeners: list[socket.socket] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -125,8 +125,8 @@ class Proxy:
 
     @property
     def fast_lane(self) -> FastLane | None:
-        """The fast path for plain requests (:mod:`devstack.proxy.fastlane`), while running with the
-        httptools leg and no access log."""
+        """The fast lane for plain requests (:mod:`devstack.proxy.fastlane`), while running
+        without the access log."""
         return self._fast_lane
 
     @property
@@ -165,7 +165,6 @@ class Proxy:
             for sock in listeners.http:
                 server = await loop.create_server(self._redirector, sock=sock)
                 self._http_servers.append(server)
-            await self._upstream.start()
             self._ws_session = aiohttp.ClientSession(
                 cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False
             )
@@ -200,16 +199,9 @@ class Proxy:
             self._ws_session = None
 
     def _make_fast_lane(self) -> FastLane | None:
-        """The fast path for plain requests, when the upstream leg is the httptools one and
-        no access log is written (the full proxy writes it)."""
+        """The fast lane for plain requests, unless the access log is written (only the full
+        proxy writes it)."""
         if access_logger.isEnabledFor(logging.DEBUG):
-            return None
-        try:
-            from devstack.proxy.fastlane import FastLane
-            from devstack.proxy.upstream.pool import PooledUpstream
-        except ImportError:
-            return None
-        if not isinstance(self._upstream, PooledUpstream):
             return None
         return FastLane(self._table, self._directory, self._upstream, self._https,
                         idle_seconds=self._timeouts.idle_seconds)  # fmt: skip
@@ -384,16 +376,6 @@ class Proxy:
         if status.is_ready:
             return status
         return await self._wait_ready(service, status)
-
-
-def default_upstream(upstream_timeout: float) -> Upstream:
-    """The lean httptools leg when the ``fast`` extra is installed, else aiohttp's client."""
-    try:
-        from devstack.proxy.upstream.pool import PooledUpstream
-    except ImportError:
-        logger.debug("httptools is not installed: forwarding with aiohttp's client")
-        return SessionUpstream(upstream_timeout=upstream_timeout)
-    return PooledUpstream(upstream_timeout=upstream_timeout)
 
 
 def _why(status: ServiceStatus) -> str:

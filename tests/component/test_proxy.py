@@ -1,4 +1,9 @@
-"""The proxy in front of real aiohttp services on loopback, through verified TLS."""
+"""The proxy in front of real aiohttp services on loopback, through verified TLS.
+
+Every test runs in both lanes (:data:`tests.component.test_proxy_harness.LANES`): with the fast
+lane on, as ``devstack up`` runs, and with every request on the full proxy, as with ``-v``. The
+same assertions hold in both: a request answers the same whichever lane took it.
+"""
 
 from __future__ import annotations
 
@@ -17,32 +22,28 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-import devstack.proxy.server
 from devstack.errors import PortError
 from devstack.manifest.spec import RouteSpec
 from devstack.proxy.server import Proxy, ProxyTimeouts
 from devstack.status import ServiceState
 from devstack.tls.ca import ca_cert_path, client_context
 from tests.component.test_proxy_harness import (
+    LANES,
     StandInDirectory,
     make_spec,
     raw_upstream,
     running_proxy,
     upstream,
-    use_leg,
+    use_lane,
     verified_client,
 )
 from tests.conditions import async_wait_until
 
 
-@pytest.fixture(autouse=True, params=["pooled", "session"])
-def leg(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Every test runs on both upstream legs: httptools on uvloop, aiohttp's client on asyncio."""
-    monkeypatch.setattr(devstack.proxy.server, "default_upstream", use_leg(request.param))
-    try:
+@pytest.fixture(autouse=True, params=LANES)
+def lane(request: pytest.FixtureRequest) -> Iterator[str]:
+    with use_lane(request.param):
         yield request.param
-    finally:
-        asyncio.set_event_loop_policy(None)
 
 
 ROUTES = (

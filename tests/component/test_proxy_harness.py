@@ -3,28 +3,27 @@ port 0, a proxy with a real certificate from devstack's CA, and a client that ve
 
 Run as a program it starts a proxy in front of one always-ready service, so a test can watch
 the proxy's memory from outside:
-``python -m tests.component.test_proxy_harness UPSTREAM_PORT pooled|session`` prints the
-proxy's port on stdout and serves until stdin closes.
+``python -m tests.component.test_proxy_harness UPSTREAM_PORT fast|full`` prints the proxy's
+port on stdout and serves until stdin closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import aiohttp
+import uvloop
 from aiohttp import web
 
-import devstack.proxy.server
 from devstack.manifest.spec import ProxySpec, RouteSpec, ServiceSpec, StackSpec
-from devstack.proxy.forward import SessionUpstream, Upstream
 from devstack.proxy.routing import certificate_hosts
 from devstack.proxy.server import Proxy, ProxyTimeouts
-from devstack.proxy.upstream.pool import PooledUpstream
 from devstack.status import ServiceState, ServiceStatus
 from devstack.tls.ca import ServerCertificate, client_context, load_or_create_ca
 
@@ -152,16 +151,29 @@ async def verified_client(**kwargs: object) -> AsyncIterator[aiohttp.ClientSessi
         yield session
 
 
-def use_leg(leg: str) -> Callable[[float], Upstream]:
-    """``pooled``: the httptools leg on uvloop; ``session``: aiohttp's client on asyncio.
-    Sets the event loop policy; returns the factory to use as ``default_upstream``."""
-    if leg == "session":
-        asyncio.set_event_loop_policy(None)
-        return lambda timeout: SessionUpstream(upstream_timeout=timeout)
-    import uvloop
+LANES = ("fast", "full")
+"""The two ways ``devstack up`` runs the proxy: ``fast``, plain requests on the fast lane and
+the rest handed over to the full proxy; ``full``, every request on the full proxy, as with
+``-v`` (only the full proxy writes the access log)."""
 
+
+@contextmanager
+def use_lane(lane: str) -> Iterator[None]:
+    """Proxies started inside run as ``devstack up`` runs them in ``lane`` (one of
+    :data:`LANES`), on uvloop. The event loop policy and the access log's level are set on the
+    way in and restored on the way out."""
+    if lane not in LANES:
+        raise ValueError(f"no lane {lane!r}: expected one of {', '.join(LANES)}")
+    access_log = logging.getLogger("devstack.access")
+    level = access_log.level
+    if lane == "full":
+        access_log.setLevel(logging.DEBUG)
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return lambda timeout: PooledUpstream(upstream_timeout=timeout)
+    try:
+        yield
+    finally:
+        asyncio.set_event_loop_policy(None)
+        access_log.setLevel(level)
 
 
 async def _serve_forever(upstream_port: int) -> None:
@@ -175,5 +187,5 @@ async def _serve_forever(upstream_port: int) -> None:
 
 
 if __name__ == "__main__":
-    devstack.proxy.server.default_upstream = use_leg(sys.argv[2])  # type: ignore[assignment]
-    asyncio.run(_serve_forever(int(sys.argv[1])))
+    with use_lane(sys.argv[2]):
+        asyncio.run(_serve_forever(int(sys.argv[1])))

@@ -1,5 +1,5 @@
-"""The lean upstream leg: pooled keep-alive HTTP/1.1 connections to services on loopback, parsed
-with httptools (llhttp, the parser uvicorn uses) instead of aiohttp's client.
+"""The upstream leg: pooled keep-alive HTTP/1.1 connections to services on loopback, parsed with
+httptools (llhttp, the parser uvicorn uses) instead of aiohttp's client.
 
 Only what a reverse proxy to a local service needs: no redirects, cookies, proxies, TLS or
 decompression. One pool per port, most recently used connection first; a connection is reused
@@ -7,8 +7,10 @@ only after its whole exchange went through. Bodies stream both ways with back-pr
 service's socket stops being read while the client is slower, and the client's body is read
 only as fast as the service takes it.
 
-Needs the ``fast`` extra (httptools); :func:`devstack.proxy.server.default_upstream` falls back to
-:class:`devstack.proxy.forward.SessionUpstream` without it.
+The full proxy forwards through :meth:`PooledUpstream.forward`; the fast lane
+(:mod:`devstack.proxy.fastlane`) takes connections from the same pool
+(:meth:`PooledUpstream.idle_connection`, :meth:`PooledUpstream.connect`) and gives them back
+(:meth:`PooledUpstream.put_back`).
 """
 
 from __future__ import annotations
@@ -126,8 +128,8 @@ class _Deadline:
 
 
 class PooledUpstream:
-    """The :class:`devstack.proxy.forward.Upstream` leg on httptools with per-port connection
-    pools."""
+    """Connections to services on loopback, pooled per port, shared by both lanes; holds no
+    connection before the first request."""
 
     def __init__(self, *, upstream_timeout: float, connect_timeout: float = 5.0) -> None:
         self._upstream_timeout = upstream_timeout
@@ -138,10 +140,8 @@ class PooledUpstream:
     def upstream_timeout(self) -> float:
         return self._upstream_timeout
 
-    async def start(self) -> None:
-        pass
-
     async def stop(self) -> None:
+        """Close the pooled connections (the proxy closes both lanes first, so none is in use)."""
         for connections in self._idle.values():
             for connection in connections:
                 connection.close()

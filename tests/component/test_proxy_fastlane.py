@@ -1,9 +1,9 @@
-"""The fast path (devstack/fastpath.py): plain requests answered in protocol callbacks, and the
-hand-over of a connection to the full proxy when a request is not plain.
+"""The fast lane (devstack/proxy/fastlane.py): plain requests answered in protocol callbacks, and
+the hand-over of a connection to the full proxy when a request is not plain.
 
 Raw HTTP/1.1 over verified TLS, so each test controls what travels on one connection. Every
-test runs on uvloop with the httptools leg, the only combination with a fast path; the other
-proxy tests cover the same behaviour end to end on both legs.
+test runs on uvloop with the fast lane on; the other proxy tests (test_proxy.py) check the
+same behaviour end to end in both lanes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-import devstack.proxy.server
 from devstack.manifest.spec import RouteSpec
 from devstack.proxy.fastlane import FastLane
 from devstack.proxy.server import Proxy, ProxyTimeouts
@@ -28,7 +27,7 @@ from tests.component.test_proxy_harness import (
     make_spec,
     running_proxy,
     upstream,
-    use_leg,
+    use_lane,
 )
 from tests.conditions import async_wait_until
 
@@ -39,12 +38,9 @@ ROUTES = (
 
 
 @pytest.fixture(autouse=True)
-def pooled_leg(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(devstack.proxy.server, "default_upstream", use_leg("pooled"))
-    try:
+def fast_lane() -> Iterator[None]:
+    with use_lane("fast"):
         yield
-    finally:
-        asyncio.set_event_loop_policy(None)
 
 
 class Service:
@@ -84,7 +80,7 @@ async def stack(
     async with upstream(service.app()) as port:
         spec = make_spec(tmp_path, {"api": port}, ROUTES, **proxy)
         async with running_proxy(spec, StandInDirectory({"api": port}), timeouts) as running:
-            assert running.fast_lane is not None, "the httptools leg runs with a fast path"
+            assert running.fast_lane is not None, "the proxy runs with a fast lane"
             yield running, running.fast_lane
 
 
@@ -131,7 +127,7 @@ def get(path: str, *extra: str, method: str = "GET") -> bytes:
     return "\r\n".join(lines).encode()
 
 
-def test_pipelined_requests_are_answered_in_order_on_the_fast_path(tmp_path: Path) -> None:
+def test_pipelined_requests_are_answered_in_order_on_the_fast_lane(tmp_path: Path) -> None:
     async def main() -> None:
         service = Service()
         async with stack(tmp_path, service) as (proxy, lane), client(proxy) as c:
@@ -146,7 +142,7 @@ def test_pipelined_requests_are_answered_in_order_on_the_fast_path(tmp_path: Pat
     asyncio.run(main())
 
 
-def test_request_headers_are_rewritten_on_the_fast_path(tmp_path: Path) -> None:
+def test_request_headers_are_rewritten_on_the_fast_lane(tmp_path: Path) -> None:
     async def main() -> None:
         async with stack(tmp_path, Service()) as (proxy, lane), client(proxy) as c:
             await c.send(
