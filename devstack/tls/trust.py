@@ -6,12 +6,20 @@ Two kinds of store, each changed only with its own tools:
   (Debian/Ubuntu ``/usr/local/share/ca-certificates`` + ``update-ca-certificates``, Fedora/RHEL
   ``/etc/pki/ca-trust/source/anchors`` + ``update-ca-trust``, Arch, openSUSE), or on macOS the
   System keychain through ``security add-trusted-cert``;
-- the NSS databases Chromium (``~/.pki/nssdb``) and Firefox (each profile's ``cert9.db``) read,
-  changed with ``certutil`` from libnss3-tools.
+- the NSS databases Chromium on Linux (``~/.pki/nssdb``) and Firefox (each profile's ``cert9.db``)
+  read, changed with ``certutil`` (:mod:`devstack.tls.nss` says where each browser looks). On an
+  account where Chromium never ran, its database does not exist yet: ``install`` makes it, so the
+  browser trusts the CA from its first start. A Firefox without a profile gets no database (Firefox
+  makes the profile on its first run); the report says to run ``devstack trust`` again after that.
+
+``$DEVSTACK_TRUST_SYSTEM_DIR`` names an anchor folder to use instead of the detected system store
+(no command rebuilds a bundle from it): for a user who cannot write the system's, or a test that
+must not.
 
 Each step is reported, never raised: what was done, what was already so, what could not be done
 and the command to do it by hand. Both directions are idempotent; ``uninstall`` removes exactly the
-entries ``install`` makes: an anchor file and NSS nicknames that carry the CA's fingerprint.
+entries ``install`` makes: an anchor file and NSS nicknames that carry the CA's fingerprint. It
+leaves the databases themselves, which browsers own and use for more than devstack's CA.
 """
 
 from __future__ import annotations
@@ -22,7 +30,6 @@ import logging
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,12 +39,14 @@ from typing import Literal, Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from devstack.tls import nss
 from devstack.tls.ca import CertificateAuthority
+from devstack.tls.command import CommandFailed, run
+from devstack.tls.nss import NssStore
 
 logger = logging.getLogger(__name__)
 
-COMMAND_TIMEOUT_SECONDS = 120.0
-NSS_PACKAGE_HINT = "libnss3-tools (Debian/Ubuntu), nss-tools (Fedora), nss (Homebrew)"
+SYSTEM_DIR_VARIABLE = "DEVSTACK_TRUST_SYSTEM_DIR"
 MACOS_KEYCHAIN = Path("/Library/Keychains/System.keychain")
 
 # Anchor folder, the command that rebuilds the system bundle after adding, and after removing
@@ -153,10 +162,6 @@ class SystemStore(Protocol):
     def remove(self, ca: CertificateAuthority) -> TrustStep: ...
 
 
-class CommandFailed(Exception):
-    """A store's command could not run or exited non-zero; ``str()`` says which and why."""
-
-
 def install(
     ca: CertificateAuthority,
     *,
@@ -170,8 +175,10 @@ def install(
     ``system_dir``: an anchor folder, ``None`` to leave the system store alone, or detected.
     ``refresh_command`` rebuilds the bundle after a change; ``None`` means the detected store's
     commands, and no command at all when ``system_dir`` is given (so a test pointing at a temporary
-    folder can never rebuild the real bundle). ``nss_dbs``: NSS database folders, or found under
-    the home folder. ``certutil``: its path, ``None`` as if not installed, or looked up on PATH.
+    folder can never rebuild the real bundle). ``nss_dbs``: NSS database folders (made when
+    missing), or detected: those under the home folder, and the ones installed browsers will read
+    (see :func:`devstack.tls.nss.find_nss_stores`). ``certutil``: its path, ``None`` as if not
+    installed, or looked up on PATH.
     """
     stores = _Stores.resolve(system_dir, refresh_command, nss_dbs, certutil)
     steps = _system_steps(ca, stores, adding=True) + _nss_steps(ca, stores, adding=True)
@@ -192,24 +199,14 @@ def uninstall(
     return _report(ca, "uninstall", steps)
 
 
-def find_nss_databases(home: Path | None = None) -> tuple[Path, ...]:
-    """NSS databases (folders holding ``cert9.db``) of Chromium and Firefox profiles."""
-    home = home if home is not None else Path.home()
-    candidates = [
-        home / ".pki" / "nssdb",
-        home / "snap" / "chromium" / "current" / ".pki" / "nssdb",
-    ]
-    for profiles in (
-        home / ".mozilla" / "firefox",
-        home / "snap" / "firefox" / "common" / ".mozilla" / "firefox",
-        home / "Library" / "Application Support" / "Firefox" / "Profiles",
-    ):
-        candidates.extend(sorted(profiles.glob("*/")) if profiles.is_dir() else [])
-    return tuple(path for path in candidates if (path / "cert9.db").is_file())
-
-
 def detect_system_store() -> SystemStore | None:
-    """The store of this operating system, or None where devstack knows none."""
+    """The store of this operating system, or None where devstack knows none.
+
+    ``$DEVSTACK_TRUST_SYSTEM_DIR``, when set, wins: an anchor folder and no rebuild command.
+    """
+    override = os.environ.get(SYSTEM_DIR_VARIABLE)
+    if override:
+        return AnchorFolder(Path(override).expanduser())
     if sys.platform == "darwin":
         return MacKeychain(MACOS_KEYCHAIN)
     for folder, after_add, after_remove in LINUX_ANCHOR_FOLDERS:
@@ -268,7 +265,7 @@ class AnchorFolder:
         if not refresh:
             return TrustStep(self.description, outcome, done)
         try:
-            _run(refresh)
+            run(refresh)
         except CommandFailed as exc:
             detail = f"{done}, but {exc}; run:\n  sudo {shlex.join(refresh)}"
             return TrustStep(self.description, Outcome.FAILED, detail)
@@ -296,7 +293,7 @@ class MacKeychain:
     def contains(self, ca: CertificateAuthority) -> bool:
         command = ["security", "find-certificate", "-a", "-Z", "-c", ca.name, str(self.keychain)]
         try:
-            output = _run(command)
+            output = run(command)
         except CommandFailed:
             return False
         return _sha1(ca) in output.upper()
@@ -316,7 +313,7 @@ class MacKeychain:
 
     def _change(self, command: list[str], outcome: Outcome) -> TrustStep:
         try:
-            _run(command)
+            run(command)
         except CommandFailed as exc:
             return TrustStep(
                 self.description, Outcome.FAILED, f"{exc}; run:\n  sudo {shlex.join(command)}"
@@ -345,48 +342,65 @@ def nss_nickname(ca: CertificateAuthority) -> str:
 
 
 def _nss_steps(ca: CertificateAuthority, stores: _Stores, *, adding: bool) -> list[TrustStep]:
-    if not stores.nss_dbs:
+    if not stores.nss:
         if not stores.nss_detected:
             return []
-        return [TrustStep("Firefox/Chromium", Outcome.SKIPPED, "no NSS certificate database found")]
-    if stores.certutil is None:
-        places = ", ".join(str(db) for db in stores.nss_dbs)
-        return [
-            TrustStep(
-                f"Firefox/Chromium ({places})",
-                Outcome.SKIPPED,
-                f"certutil not found; install {NSS_PACKAGE_HINT} and run this again",
-            )
-        ]
-    return [_nss_step(ca, stores.certutil, db, adding=adding) for db in stores.nss_dbs]
+        return [_no_browser(adding=adding)]
+    return [_nss_step(ca, stores.certutil, store, adding=adding) for store in stores.nss]
 
 
-def _nss_step(ca: CertificateAuthority, certutil: str, db: Path, *, adding: bool) -> TrustStep:
-    store = f"NSS database {db}"
-    base = [certutil, "-d", f"sql:{db}", "-n", nss_nickname(ca)]
+def _no_browser(*, adding: bool) -> TrustStep:
+    if sys.platform == "darwin":
+        detail = "no Firefox found (Chrome and Safari read the keychain)"
+    else:
+        detail = f"no Chromium, Chrome or Firefox on PATH, nor an NSS database in {Path.home()}"
+    return TrustStep("browsers", Outcome.SKIPPED if adding else Outcome.NOT_PRESENT, detail)
+
+
+def _nss_step(
+    ca: CertificateAuthority, certutil: str | None, store: NssStore, *, adding: bool
+) -> TrustStep:
+    exists = store.exists
+    if not exists and not (adding and store.is_creatable):
+        if not adding:
+            return TrustStep(store.description, Outcome.NOT_PRESENT, "no database there")
+        return TrustStep(store.description, Outcome.SKIPPED, store.missing or "no database there")
+    if certutil is None:
+        return TrustStep(store.description, Outcome.SKIPPED, nss.certutil_missing())
+    nickname = nss_nickname(ca)
     try:
-        present = _nss_contains(base)
+        if not exists:
+            return _nss_create(ca, certutil, store)
+        present = nss.contains(certutil, store.folder, nickname)
         if adding and present:
-            return _already(store)
+            return _already(store.description)
         if not adding and not present:
-            return TrustStep(store, Outcome.NOT_PRESENT)
+            return TrustStep(store.description, Outcome.NOT_PRESENT)
         if adding:
-            _run([*base, "-A", "-t", "C,,", "-i", str(ca.cert_path)])
-            return TrustStep(store, Outcome.INSTALLED, "restart the browser if it is running")
-        _run([*base, "-D"])
-        return TrustStep(store, Outcome.REMOVED)
+            nss.add(certutil, store.folder, nickname, ca.cert_path)
+            return TrustStep(
+                store.description, Outcome.INSTALLED, "restart the browser if it is running"
+            )
+        nss.remove(certutil, store.folder, nickname)
+        return TrustStep(store.description, Outcome.REMOVED)
     except CommandFailed as exc:
-        return TrustStep(store, Outcome.FAILED, str(exc))
+        return TrustStep(store.description, Outcome.FAILED, str(exc))
 
 
-def _nss_contains(base: list[str]) -> bool:
-    command = [*base, "-L"]
-    done = _spawn(command)
-    if done.returncode == 0:
-        return True
-    if "PR_FILE_NOT_FOUND_ERROR" in done.stderr or "could not find" in done.stderr.lower():
-        return False
-    raise CommandFailed(_failure(command, done))
+def _nss_create(ca: CertificateAuthority, certutil: str, store: NssStore) -> TrustStep:
+    """Make the database a browser will read (it has not run yet) and trust the CA in it."""
+    try:
+        nss.create(certutil, store.folder)
+        nss.add(certutil, store.folder, nss_nickname(ca), ca.cert_path)
+    except (CommandFailed, OSError) as exc:
+        by_hand = nss.by_hand(store.folder, nss_nickname(ca), ca.cert_path)
+        detail = "\n".join([f"{exc}; to do it by hand:", *(f"  {line}" for line in by_hand)])
+        return TrustStep(store.description, Outcome.FAILED, detail)
+    return TrustStep(
+        store.description,
+        Outcome.INSTALLED,
+        "made the database the browser will read (it has not run yet) and added the CA",
+    )
 
 
 # --- plumbing -----------------------------------------------------------------------------------
@@ -396,7 +410,7 @@ def _nss_contains(base: list[str]) -> bool:
 class _Stores:
     system: SystemStore | None
     system_detected: bool
-    nss_dbs: tuple[Path, ...]
+    nss: tuple[NssStore, ...]
     nss_detected: bool
     certutil: str | None
 
@@ -420,10 +434,16 @@ class _Stores:
         return cls(
             system=system,
             system_detected=system_dir is DETECT,
-            nss_dbs=find_nss_databases() if nss_dbs is DETECT else tuple(nss_dbs),
+            nss=_nss_stores(nss_dbs),
             nss_detected=nss_dbs is DETECT,
             certutil=shutil.which("certutil") if certutil is DETECT else certutil,
         )
+
+
+def _nss_stores(nss_dbs: Sequence[Path] | Detect) -> tuple[NssStore, ...]:
+    if nss_dbs is DETECT:
+        return nss.find_nss_stores()
+    return tuple(NssStore("NSS database", db, is_creatable=True) for db in nss_dbs)
 
 
 def _report(
@@ -437,35 +457,6 @@ def _report(
 
 def _already(store: str) -> TrustStep:
     return TrustStep(store, Outcome.ALREADY_TRUSTED)
-
-
-def _run(command: Sequence[str]) -> str:
-    """Run a store's command; its output, or :class:`CommandFailed` saying why it failed."""
-    done = _spawn(command)
-    if done.returncode != 0:
-        raise CommandFailed(_failure(command, done))
-    return done.stdout
-
-
-def _spawn(command: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(
-            list(command),
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT_SECONDS,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except FileNotFoundError as exc:
-        raise CommandFailed(f"{command[0]} not found") from exc
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise CommandFailed(f"{shlex.join(command)} failed: {exc}") from exc
-
-
-def _failure(command: Sequence[str], done: subprocess.CompletedProcess[str]) -> str:
-    output = " ".join((done.stderr.strip() or done.stdout.strip()).split())[-300:]
-    return f"{shlex.join(command)} failed: {output or f'exit code {done.returncode}'}"
 
 
 def _sha1(ca: CertificateAuthority) -> str:

@@ -1,6 +1,7 @@
 """Installing the CA into trust stores that live in temporary folders: a sandboxed Debian store
-rebuilt by the real update-ca-certificates, and NSS databases made with certutil. The machine's
-own stores are never touched (the last fixture checks that)."""
+rebuilt by the real update-ca-certificates, and NSS databases made with certutil, some of them by
+devstack itself in a temporary HOME where a browser is installed but never ran. The machine's own
+stores are never touched (the first fixture checks that)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from devstack.tls import ca as tls
-from devstack.tls import trust
+from devstack.tls import nss, trust
 from devstack.tls.trust import Outcome
 
 CERTUTIL = shutil.which("certutil")
@@ -275,7 +276,7 @@ def test_nss_databases_are_found_in_browser_profiles(tmp_path: Path) -> None:
     chromium = new_nss_db(tmp_path / ".pki" / "nssdb")
     firefox = new_nss_db(tmp_path / ".mozilla" / "firefox" / "abcd.default-release")
     (tmp_path / ".mozilla" / "firefox" / "no-db-here").mkdir()
-    assert trust.find_nss_databases(tmp_path) == (chromium, firefox)
+    assert nss.find_nss_databases(tmp_path) == (chromium, firefox)
 
 
 def test_without_certutil_the_report_names_the_package(
@@ -299,3 +300,187 @@ def test_a_broken_nss_database_is_a_reported_failure(
     report = trust.install(ca, system_dir=None, nss_dbs=[tmp_path], certutil=str(fake))
     [step] = report.steps
     assert step.outcome is Outcome.FAILED and "SEC_ERROR_BAD_DATABASE" in step.detail
+
+
+# --- browsers installed on an account where they never ran --------------------------------------
+
+
+@pytest.fixture
+def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty HOME, and a PATH holding only the browsers a test installs with :func:`install`."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    return home
+
+
+def install_browser(home: Path, name: str) -> None:
+    """Put a stand-in for the browser ``name`` on the fresh HOME's PATH."""
+    executable = home.parent / "bin" / name
+    executable.write_text("#!/bin/sh\nexit 0\n")
+    executable.chmod(0o755)
+
+
+def folder_mode(path: Path) -> str:
+    return oct(path.stat().st_mode & 0o777)
+
+
+@needs_certutil
+@pytest.mark.parametrize("name", ["chromium", "chromium-browser", "google-chrome"])
+def test_a_chromium_that_never_ran_gets_a_database_that_trusts_the_ca(
+    ca: tls.CertificateAuthority, fresh_home: Path, name: str
+) -> None:
+    install_browser(fresh_home, name)
+    nssdb = fresh_home / ".pki" / "nssdb"
+
+    installed = trust.install(ca, system_dir=None, certutil=CERTUTIL)
+
+    [step] = installed.steps
+    assert step.outcome is Outcome.INSTALLED, installed.lines()
+    assert step.store == f"Chromium NSS database {nssdb}"
+    assert "made the database" in step.detail
+    assert installed.is_complete
+    assert [folder_mode(nssdb.parent), folder_mode(nssdb)] == [oct(0o700), oct(0o700)]
+    assert nss_trust_flags(nssdb, trust.nss_nickname(ca)) == "C,,"
+
+    again = trust.install(ca, system_dir=None, certutil=CERTUTIL)
+    removed = trust.uninstall(ca, system_dir=None, certutil=CERTUTIL)
+    gone = trust.uninstall(ca, system_dir=None, certutil=CERTUTIL)
+
+    assert outcomes(again) == [Outcome.ALREADY_TRUSTED]
+    assert outcomes(removed) == [Outcome.REMOVED]
+    assert outcomes(gone) == [Outcome.NOT_PRESENT]
+    # The database stays: Chromium owns it and keeps more than devstack's CA in it.
+    assert (nssdb / "cert9.db").is_file()
+    assert nss_trust_flags(nssdb, trust.nss_nickname(ca)) is None
+
+
+@needs_certutil
+def test_uninstall_never_makes_a_database(ca: tls.CertificateAuthority, fresh_home: Path) -> None:
+    install_browser(fresh_home, "chromium")
+
+    report = trust.uninstall(ca, system_dir=None, certutil=CERTUTIL)
+
+    [step] = report.steps
+    assert step.outcome is Outcome.NOT_PRESENT and report.is_complete
+    assert list(fresh_home.iterdir()) == []
+
+
+def test_a_firefox_that_never_ran_is_explained_not_guessed(
+    ca: tls.CertificateAuthority, fresh_home: Path
+) -> None:
+    install_browser(fresh_home, "firefox")
+
+    report = trust.install(ca, system_dir=None, certutil=CERTUTIL)
+
+    [step] = report.steps
+    assert step.outcome is Outcome.SKIPPED and report.is_complete
+    assert step.store == f"Firefox {fresh_home / '.mozilla' / 'firefox'}"
+    assert "no profile yet" in step.detail and "start Firefox once" in step.detail
+    assert "run `devstack trust` again" in step.detail
+    assert list(fresh_home.iterdir()) == []
+
+
+@needs_certutil
+def test_a_firefox_profile_and_a_new_chromium_database_both_trust_the_ca(
+    ca: tls.CertificateAuthority, fresh_home: Path
+) -> None:
+    install_browser(fresh_home, "firefox-esr")
+    install_browser(fresh_home, "google-chrome-stable")
+    profile = new_nss_db(fresh_home / ".mozilla" / "firefox" / "abcd.default-esr")
+    nssdb = fresh_home / ".pki" / "nssdb"
+
+    report = trust.install(ca, system_dir=None, certutil=CERTUTIL)
+
+    assert [(s.store, s.outcome) for s in report.steps] == [
+        (f"Firefox profile {profile}", Outcome.INSTALLED),
+        (f"Chromium NSS database {nssdb}", Outcome.INSTALLED),
+    ], report.lines()
+    assert [nss_trust_flags(db, trust.nss_nickname(ca)) for db in (profile, nssdb)] == ["C,,"] * 2
+
+
+def test_without_a_browser_or_a_database_nothing_is_made(
+    ca: tls.CertificateAuthority, fresh_home: Path
+) -> None:
+    report = trust.install(ca, system_dir=None, certutil=CERTUTIL)
+    [step] = report.steps
+    assert step.outcome is Outcome.SKIPPED
+    assert "no Chromium, Chrome or Firefox on PATH" in step.detail
+    assert list(fresh_home.iterdir()) == []
+
+
+def test_a_chromium_without_certutil_names_the_package_and_makes_nothing(
+    ca: tls.CertificateAuthority, fresh_home: Path
+) -> None:
+    install_browser(fresh_home, "chromium")
+
+    report = trust.install(ca, system_dir=None, certutil=None)
+
+    [step] = report.steps
+    assert step.outcome is Outcome.SKIPPED
+    for package in ("libnss3-tools", "nss-tools", "run `devstack trust` again"):
+        assert package in step.detail
+    assert list(fresh_home.iterdir()) == []
+
+
+def test_the_certutil_hint_on_macos_is_homebrew() -> None:
+    assert "`brew install nss`" in nss.certutil_missing("darwin")
+
+
+def test_firefox_on_macos_is_found_in_the_applications_folder(tmp_path: Path) -> None:
+    (tmp_path / "Applications" / "Firefox.app").mkdir(parents=True)
+    [store] = nss.find_nss_stores(tmp_path, platform="darwin")
+    assert store.folder == tmp_path / "Library" / "Application Support" / "Firefox" / "Profiles"
+    assert not store.is_creatable and "start Firefox once" in store.missing
+
+
+def test_the_chromium_snap_reads_its_own_folder_once_it_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snap = {"chromium": "/snap/bin/chromium"}
+    monkeypatch.setattr(nss.shutil, "which", snap.get)
+
+    [never_ran] = nss.find_nss_stores(tmp_path, platform="linux")
+    (tmp_path / "snap" / "chromium" / "current").mkdir(parents=True)
+    [ran] = nss.find_nss_stores(tmp_path, platform="linux")
+
+    folder = tmp_path / "snap" / "chromium" / "current" / ".pki" / "nssdb"
+    assert never_ran.folder == folder and not never_ran.is_creatable
+    assert "start Chromium once" in never_ran.missing
+    assert ran.folder == folder and ran.is_creatable
+
+
+@needs_certutil
+def test_a_home_of_another_user_gets_no_database(
+    ca: tls.CertificateAuthority, fresh_home: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root can hand a folder to another user")
+    os.chown(fresh_home, 65534, 65534)  # nobody, as with `sudo -E devstack trust`
+    install_browser(fresh_home, "chromium")
+
+    report = trust.install(ca, system_dir=None, certutil=CERTUTIL)
+
+    [step] = report.steps
+    assert step.outcome is Outcome.FAILED and not report.is_complete
+    assert "belongs to uid 65534" in step.detail and "without sudo" in step.detail
+    assert f"certutil -N -d sql:{fresh_home / '.pki' / 'nssdb'} --empty-password" in step.detail
+    assert list(fresh_home.iterdir()) == []
+
+
+def test_the_system_store_can_be_pointed_at_a_folder(
+    ca: tls.CertificateAuthority, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(trust.SYSTEM_DIR_VARIABLE, str(tmp_path))
+
+    installed = trust.install(ca, nss_dbs=())
+    removed = trust.uninstall(ca, nss_dbs=())
+
+    assert [(s.store, s.outcome) for s in installed.steps] == [
+        (f"system store {tmp_path}", Outcome.INSTALLED)
+    ]
+    assert "ran" not in installed.steps[0].detail  # no bundle is rebuilt from a chosen folder
+    assert outcomes(removed) == [Outcome.REMOVED]
+    assert list(tmp_path.iterdir()) == []

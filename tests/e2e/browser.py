@@ -65,6 +65,13 @@ class Page:
                 return result
         raise RuntimeError("the DevTools connection closed")
 
+    async def navigate(self, url: str) -> str | None:
+        """Go to ``url``: None once the page commits, else the network error that stopped it
+        (``net::ERR_CERT_AUTHORITY_INVALID`` for a certificate the browser does not trust)."""
+        result = await self.call("Page.navigate", url=url)
+        error = result.get("errorText")
+        return str(error) if error else None
+
     async def evaluate(self, expression: str) -> Any:
         result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
         return result.get("result", {}).get("value")
