@@ -22,6 +22,7 @@ from devstack.launch import Launch
 from devstack.proxy.bind import Listeners
 from devstack.run.output import Printer
 from devstack.run.ports import PortAssignment
+from devstack.run.starter import SpawningStarter
 from devstack.run.supervisor import Supervisor
 from devstack.status import ServiceState
 
@@ -57,9 +58,8 @@ class Stack:
         loop = asyncio.get_running_loop()
         launch = self.launch
         frontend: Frontend | None = None
-        supervisor = Supervisor(
-            self.spec, launch.ports, self.printer, guardian=launch.guardian, spawned=launch.spawned
-        )
+        starter = SpawningStarter(launch.spawner)
+        supervisor = Supervisor(self.spec, launch.ports, self.printer, starter=starter)
         try:
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.add_signal_handler(signum, self._on_signal, supervisor)

@@ -8,18 +8,18 @@ asyncio, the supervisor and the proxy, instead of after.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from devstack.errors import ServiceStartError
-from devstack.manifest.env import service_environment
-from devstack.manifest.spec import StackSpec
+from devstack.manifest.spec import ServiceSpec, StackSpec
 from devstack.proxy.bind import Listeners, bind_proxy
-from devstack.run.guardian import Guardian
+from devstack.run.guardian import Guardian, kill_groups
 from devstack.run.lock import RunLock
 from devstack.run.output import Printer
 from devstack.run.ports import PortAssignment, assign_ports
-from devstack.run.spawn import Spawned, spawn
+from devstack.run.spawn import Spawned, Spawner
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,36 @@ class UpOptions:
     verbose: bool = False
 
 
+class EarlySpawner(Spawner):
+    """A :class:`Spawner` that can spawn a service before the event loop runs, and hands that
+    process to the service's first start; every later start spawns anew. What no start took is
+    stopped by :meth:`close`."""
+
+    def __init__(self, ports: dict[str, int], *, guardian: Guardian) -> None:
+        super().__init__(ports, guardian=guardian)
+        self._early: dict[str, tuple[ServiceSpec, Spawned]] = {}
+
+    def spawn_early(self, service: ServiceSpec) -> None:
+        """Spawn ``service`` now. A command that cannot be executed leaves nothing behind: the
+        first start tries again, and the supervisor reports the failure like any other."""
+        with contextlib.suppress(ServiceStartError):
+            self._early[service.name] = (service, super().spawn(service))
+
+    def spawn(self, service: ServiceSpec) -> Spawned:
+        early = self._early.pop(service.name, None)
+        return early[1] if early is not None else super().spawn(service)
+
+    def close(self) -> None:
+        """Stop what was spawned early and never taken: nobody reads its output."""
+        early, self._early = self._early, {}
+        kill_groups({s.popen.pid: service.stop_timeout_seconds for service, s in early.values()})
+        for _, spawned in early.values():
+            spawned.popen.wait()
+            os.close(spawned.output_fd)
+            if self.guardian is not None:
+                self.guardian.forget(spawned.popen.pid)
+
+
 @dataclass
 class Launch:
     """What :func:`prepare` set up; :meth:`close` undoes whatever the run did not."""
@@ -38,10 +68,12 @@ class Launch:
     options: UpOptions
     lock: RunLock
     guardian: Guardian
-    assignments: dict[str, PortAssignment] = field(default_factory=dict)
-    ports: dict[str, int] = field(default_factory=dict)
+    assignments: dict[str, PortAssignment]
+    ports: dict[str, int]
+    spawner: EarlySpawner
+    """Spawns every service; the first start of a service without dependencies takes the
+    process spawned for it before the event loop ran."""
     listeners: Listeners | None = None
-    spawned: dict[str, Spawned | ServiceStartError] = field(default_factory=dict)
 
     @property
     def proxy_enabled(self) -> bool:
@@ -50,10 +82,7 @@ class Launch:
     def close(self) -> None:
         if self.listeners is not None:
             self.listeners.close()
-        for early in self.spawned.values():  # spawned but never adopted: nobody reads them
-            if isinstance(early, Spawned):
-                os.close(early.output_fd)
-        self.spawned.clear()
+        self.spawner.close()
         self.guardian.close()  # stops whatever groups are still registered
         self.lock.release()
 
@@ -70,31 +99,32 @@ def service_ports(spec: StackSpec, assignments: dict[str, PortAssignment]) -> di
 def prepare(spec: StackSpec, options: UpOptions, printer: Printer) -> Launch:
     lock = RunLock(spec.state_dir)
     lock.acquire(spec.manifest_path)
-    launch = Launch(spec=spec, options=options, lock=lock, guardian=Guardian())
     try:
-        launch.assignments = assign_ports(spec, proxy_port=options.proxy_port)
-        for assignment in launch.assignments.values():
+        assignments = assign_ports(spec, proxy_port=options.proxy_port)
+    except BaseException:
+        lock.release()
+        raise
+    ports = service_ports(spec, assignments)
+    guardian = Guardian()
+    launch = Launch(
+        spec=spec,
+        options=options,
+        lock=lock,
+        guardian=guardian,
+        assignments=assignments,
+        ports=ports,
+        spawner=EarlySpawner(ports, guardian=guardian),
+    )
+    try:
+        for assignment in assignments.values():
             if message := assignment.message():
                 printer.system(message)
-        launch.ports = service_ports(spec, launch.assignments)
         if launch.proxy_enabled:
             launch.listeners = bind_proxy(spec, options.proxy_port)
-        launch.guardian.start()
-        base = dict(os.environ)
-        for name, service in spec.services.items():
-            if service.depends_on:
-                continue
-            try:
-                launch.spawned[name] = spawn(
-                    name,
-                    service.command,
-                    cwd=service.cwd,
-                    env=service_environment(service, launch.ports, base),
-                    guardian=launch.guardian,
-                    stop_timeout_seconds=service.stop_timeout_seconds,
-                )
-            except ServiceStartError as exc:
-                launch.spawned[name] = exc  # reported by the supervisor, like any start failure
+        guardian.start()
+        for service in spec.services.values():
+            if not service.depends_on:
+                launch.spawner.spawn_early(service)
     except BaseException:
         launch.close()
         raise

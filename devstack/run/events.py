@@ -13,6 +13,9 @@ from typing import NamedTuple, Protocol
 
 
 class Clock(Protocol):
+    """The only time the supervisor reads: backoff delays, readiness deadlines, how long a run
+    lasted. Tests pass one that moves only when they say."""
+
     def now(self) -> float: ...
 
     async def sleep(self, seconds: float) -> None: ...
@@ -45,18 +48,9 @@ class ReadinessOverdue(NamedTuple):
     pid: int
 
 
-class StartFailed(NamedTuple):
-    name: str
-    reason: str
-
-
 class BackoffElapsed(NamedTuple):
     name: str
     attempt: int
-
-
-class StartRequested(NamedTuple):
-    name: str
 
 
 class StopRequested(NamedTuple):
@@ -79,9 +73,7 @@ Event = (
     ProcessExited
     | ServiceBecameReady
     | ReadinessOverdue
-    | StartFailed
     | BackoffElapsed
-    | StartRequested
     | StopRequested
     | RestartRequested
     | ShutdownRequested

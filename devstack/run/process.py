@@ -1,4 +1,4 @@
-"""One OS process of a service: spawned in its own session, output pumped, stopped with escalation.
+"""One OS process of a service, once spawned: exit watched, output pumped, stopped with escalation.
 
 The service's process group is the unit: signals go to the group (so ``npm -> node`` grandchildren
 go too), and a stop is finished only when no live process is left in it. The guardian (see
@@ -13,40 +13,53 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable
 
-from devstack.errors import ServiceStartError
 from devstack.run.guardian import Guardian, group_members, signal_group
 from devstack.run.output import LineSplitter
-from devstack.run.spawn import Spawned, spawn
+from devstack.run.spawn import Spawned
 
 logger = logging.getLogger(__name__)
 
 GROUP_POLL_SECONDS = 0.01
 KILL_GRACE_SECONDS = 2.0
 """After SIGKILL, how long to wait for the kernel to tear the group down before giving up."""
+READ_BYTES = 256 * 1024
+"""The most read from a service's output pipe per wake-up (what asyncio's pipe transport reads)."""
 
 OutputHandler = Callable[[list[bytes]], None]
 
 
-class _OutputPump(asyncio.Protocol):
-    def __init__(self, on_output: OutputHandler, done: asyncio.Future[None]) -> None:
+class _OutputPump:
+    """Reads a service's output pipe whenever it has data, and hands whole lines on."""
+
+    def __init__(self, fd: int, on_output: OutputHandler, loop: asyncio.AbstractEventLoop) -> None:
+        self._fd = fd
+        self._on_output = on_output
+        self._loop = loop
         self._pending: list[bytes] = []
         self._splitter = LineSplitter(self._pending.append)
-        self._on_output = on_output
-        self._done = done
+        self.done: asyncio.Future[None] = loop.create_future()
+        """Resolves at end-of-file, once the last line has been handed on."""
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, self._on_readable)
 
-    def data_received(self, data: bytes) -> None:
-        self._splitter.feed(data)
-        self._deliver()
-
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self._fd, READ_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self._splitter.feed(data)
+            self._deliver()
+            return
+        self._loop.remove_reader(self._fd)
+        os.close(self._fd)
         self._splitter.close()
         self._deliver()
-        if not self._done.done():
-            self._done.set_result(None)
+        self.done.set_result(None)
 
     def _deliver(self) -> None:
         if self._pending:
@@ -56,80 +69,46 @@ class _OutputPump(asyncio.Protocol):
 
 
 class ServiceProcess:
-    """A started command and its process group."""
+    """A spawned command and its process group, watched from the event loop as soon as it is
+    made: its exit through a pidfd, its output through its pipe."""
 
     def __init__(
         self,
         name: str,
-        command: str,
+        spawned: Spawned,
         *,
-        cwd: Path,
-        env: Mapping[str, str],
         on_output: OutputHandler,
         guardian: Guardian | None = None,
         stop_timeout_seconds: float = 5.0,
     ) -> None:
+        loop = asyncio.get_running_loop()
         self.name = name
-        self.command = command
-        self._cwd = cwd
-        self._env = dict(env)
-        self._on_output = on_output
+        self._popen = spawned.popen
         self._guardian = guardian
         self.stop_timeout_seconds = stop_timeout_seconds
-        self._popen: subprocess.Popen[bytes] | None = None
-        self._exited: asyncio.Future[int] | None = None
-        self._drained: asyncio.Future[None] | None = None
-        self._group_gone = False
-        self._stop_requested = False
-        self.spawned_at = 0.0
+        self.started_at = spawned.spawned_at
         """``time.monotonic()`` when the process was spawned."""
+        self._group_gone = False
+        self._exited: asyncio.Future[int] = loop.create_future()
+        self._exit_poller: asyncio.Task[None] | None = None
+        self._watch_exit(loop)
+        self._output = _OutputPump(spawned.output_fd, on_output, loop)
+        logger.debug("%s: started pid %d: %s", name, self.pid, self._popen.args)
 
     @property
-    def pid(self) -> int | None:
-        return self._popen.pid if self._popen else None
+    def pid(self) -> int:
+        return self._popen.pid
 
     @property
     def returncode(self) -> int | None:
-        if self._exited is None or not self._exited.done():
-            return None
-        return self._exited.result()
-
-    async def start(self, spawned: Spawned | None = None) -> None:
-        """Spawn the command (or adopt ``spawned``, started earlier) and begin watching it;
-        ServiceStartError when it cannot be executed."""
-        loop = asyncio.get_running_loop()
-        if self._stop_requested:
-            if spawned is not None:
-                os.close(spawned.output_fd)
-            raise ServiceStartError(f"{self.name}: stopped before it started")
-        if spawned is None:
-            # Popen forks and execs in well under a millisecond on an idle machine, as
-            # asyncio's own subprocess support does; the exit is then watched via a pidfd.
-            spawned = spawn(
-                self.name,
-                self.command,
-                cwd=self._cwd,
-                env=self._env,
-                guardian=self._guardian,
-                stop_timeout_seconds=self.stop_timeout_seconds,
-            )
-        self._popen = spawned.popen
-        self.spawned_at = spawned.spawned_at
-        self._exited = loop.create_future()
-        self._watch_exit(loop)
-        self._drained = loop.create_future()
-        drained = self._drained
-        pipe = os.fdopen(spawned.output_fd, "rb", buffering=0)
-        await loop.connect_read_pipe(lambda: _OutputPump(self._on_output, drained), pipe)
-        logger.debug("%s: started pid %d: %s", self.name, self._popen.pid, self._popen.args)
+        return self._exited.result() if self._exited.done() else None
 
     def _watch_exit(self, loop: asyncio.AbstractEventLoop) -> None:
         popen, exited = self._popen, self._exited
-        assert popen is not None and exited is not None
         try:
             pidfd = os.pidfd_open(popen.pid)
         except (AttributeError, OSError):  # not Linux >= 5.3: poll instead
-            loop.create_task(self._poll_exit())
+            self._exit_poller = loop.create_task(self._poll_exit())
             return
 
         def on_readable() -> None:
@@ -144,7 +123,6 @@ class ServiceProcess:
         loop.add_reader(pidfd, on_readable)
 
     async def _poll_exit(self) -> None:
-        assert self._popen is not None and self._exited is not None
         while (returncode := self._popen.poll()) is None:  # noqa: ASYNC110 - no pidfd to wait on
             await asyncio.sleep(0.05)
         if not self._exited.done():
@@ -152,23 +130,18 @@ class ServiceProcess:
 
     async def wait(self) -> int:
         """Wait for the main process to exit; its exit code (negative: killed by that signal)."""
-        assert self._exited is not None, "start() first"
         return await asyncio.shield(self._exited)
 
     async def drained(self, timeout: float) -> None:
         """Wait (bounded) until every line written to the service's output has been handled."""
-        if self._drained is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._drained), timeout)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._output.done), timeout)
 
     async def stop(self, timeout: float | None = None, *, force: bool = False) -> int | None:
         """SIGTERM the group, wait up to ``timeout`` for it to empty, then SIGKILL; always reap.
 
         Also used after the main process exited by itself, to take down what it left behind.
         """
-        if self._popen is None:
-            self._stop_requested = True
-            return None
         if self._group_gone:
             return self.returncode
         timeout = self.stop_timeout_seconds if timeout is None else timeout
@@ -193,7 +166,6 @@ class ServiceProcess:
         return self.returncode
 
     async def _wait_group_empty(self, timeout: float) -> bool:
-        assert self._popen is not None and self._exited is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         with contextlib.suppress(TimeoutError):

@@ -1,8 +1,9 @@
 """Readiness probes: a TCP connect on the service's port, or an HTTP GET that answers 2xx/3xx.
 
-A probe is one attempt with a short deadline; :func:`wait_until_ready` repeats it, quickly at first
+The supervisor asks a :class:`Readiness` when a service is ready; :class:`Prober` is the real one.
+A probe is one attempt with a short deadline; :meth:`Prober.wait` repeats it, quickly at first
 (services that start in milliseconds are seen in milliseconds) and then every
-``health.interval_seconds``, until it succeeds or the service is no longer alive.
+``health.interval_seconds``, until it succeeds or the supervisor cancels it (the process exited).
 
 Before the first probe, a :class:`ListenWatcher` waits for the port to have a listening socket
 at all, asking the kernel once per tick for every waiting service together: twenty services
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from typing import Protocol
 
 from devstack.manifest.spec import HealthSpec
 from devstack.netstat.listening import ListeningPorts
@@ -73,8 +74,6 @@ async def probe_http(port: int, path: str) -> bool:
 
 
 async def probe(health: HealthSpec, port: int) -> bool:
-    if not health.enabled:
-        return True
     if health.path is None:
         return await probe_tcp(port)
     return await probe_http(port, health.path)
@@ -128,25 +127,32 @@ class ListenWatcher:
         self._ports.close()
 
 
-async def wait_until_ready(
-    health: HealthSpec,
-    port: int,
-    *,
-    is_alive: Callable[[], bool] = lambda: True,
-    watcher: ListenWatcher | None = None,
-) -> bool:
-    """Probe until ready (True) or until the service is no longer alive (False); no deadline here:
-    the caller decides what a slow start means."""
-    if not health.enabled:
-        return True
-    if watcher is not None:
-        while is_alive() and watcher.is_available:
+class Readiness(Protocol):
+    """What the supervisor asks about a started service (with ``health.enabled``)."""
+
+    async def wait(self, health: HealthSpec, port: int) -> None:
+        """Return once the service on ``port`` passes ``health``'s probe. No deadline here: the
+        caller decides what a slow start means, and cancels the wait when the process exits."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Prober:
+    """The real :class:`Readiness`: one :class:`ListenWatcher` for every service, then probes."""
+
+    def __init__(self) -> None:
+        self._watcher = ListenWatcher()
+
+    async def wait(self, health: HealthSpec, port: int) -> None:
+        watcher = self._watcher
+        while watcher.is_available:
             if await watcher.wait(port, timeout=health.interval_seconds * 2):
                 break
-    interval = FIRST_INTERVAL_SECONDS
-    while is_alive():
-        if await probe(health, port):
-            return True
-        await asyncio.sleep(interval)
-        interval = min(interval * 2, health.interval_seconds)
-    return False
+        interval = FIRST_INTERVAL_SECONDS
+        while not await probe(health, port):
+            await asyncio.sleep(interval)
+            interval = min(interval * 2, health.interval_seconds)
+
+    def close(self) -> None:
+        self._watcher.close()

@@ -3,6 +3,7 @@
 Synchronous and light (no event loop, no asyncio import), so ``devstack up`` can start the
 services that wait for nothing before its own heavier modules have loaded; everything after the
 spawn (watching the exit, pumping output, stopping) is :mod:`devstack.run.process`'s.
+:class:`Spawner` spawns the services of one stack, each with its environment.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devstack.errors import ServiceStartError
+from devstack.manifest.env import service_environment
+from devstack.manifest.spec import ServiceSpec
 from devstack.run.guardian import Guardian
 
 # Anything that needs a shell to mean what it says: pipes, redirections, variables, globs, ...
@@ -122,3 +125,31 @@ def spawn(
     if guardian is not None:
         guardian.register(popen.pid, stop_timeout_seconds)
     return Spawned(popen=popen, output_fd=read_fd, spawned_at=time.monotonic())
+
+
+class Spawner:
+    """Spawns the services of one stack: each with its environment (built from ``base_env``,
+    the environment devstack was started with by default, and the port every service got), its
+    group registered with the guardian."""
+
+    def __init__(
+        self,
+        ports: Mapping[str, int],
+        *,
+        guardian: Guardian | None = None,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.guardian = guardian
+        self._ports = dict(ports)
+        self._base_env = dict(os.environ if base_env is None else base_env)
+
+    def spawn(self, service: ServiceSpec) -> Spawned:
+        """Start ``service``'s command; ServiceStartError when it cannot be executed."""
+        return spawn(
+            service.name,
+            service.command,
+            cwd=service.cwd,
+            env=service_environment(service, self._ports, self._base_env),
+            guardian=self.guardian,
+            stop_timeout_seconds=service.stop_timeout_seconds,
+        )

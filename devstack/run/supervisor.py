@@ -2,9 +2,11 @@
 
 One queue of typed, past-tense events (process exited, became ready, backoff elapsed,
 and the requests a user or a control socket makes) and one handler, :meth:`Supervisor._handle`,
-the only place a service's state moves. Everything slow (spawning, probing, stopping, waiting out
-a backoff) runs in tasks that post events back. Tests feed scripted histories through the same
-queue and drive time through the :class:`Clock` seam.
+the only place a service's state moves. Everything slow (watching a process, probing, stopping,
+waiting out a backoff) runs in tasks that post events back. The world comes in through seams:
+processes from a :class:`~devstack.run.starter.ProcessStarter`, readiness from a
+:class:`~devstack.run.readiness.Readiness`, time from a :class:`~devstack.run.events.Clock`; tests
+pass fakes of all three and feed scripted histories through the same queue.
 """
 
 from __future__ import annotations
@@ -13,14 +15,11 @@ import asyncio
 import collections
 import functools
 import logging
-import os
-import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from devstack.errors import ServiceStartError
-from devstack.manifest.env import service_environment
 from devstack.manifest.spec import RestartPolicy, ServiceSpec, StackSpec
 from devstack.run.events import (
     BackoffElapsed,
@@ -33,16 +32,12 @@ from devstack.run.events import (
     ServiceBecameReady,
     ShutdownFinished,
     ShutdownRequested,
-    StartFailed,
-    StartRequested,
     StopRequested,
 )
-from devstack.run.guardian import Guardian
 from devstack.run.output import Printer
-from devstack.run.process import ServiceProcess
-from devstack.run.readiness import ListenWatcher, wait_until_ready
+from devstack.run.readiness import Prober, Readiness
 from devstack.run.restart import Backoff
-from devstack.run.spawn import Spawned
+from devstack.run.starter import ProcessStarter, StartedProcess
 from devstack.status import ServiceState, ServiceStatus
 
 logger = logging.getLogger(__name__)
@@ -60,14 +55,15 @@ class _Service:
 
     spec: ServiceSpec
     port: int
-    backoff: Backoff
+    backoff: Backoff = field(default_factory=Backoff)
     state: ServiceState = ServiceState.PENDING
-    process: ServiceProcess | None = None
+    process: StartedProcess | None = None
     exit_code: int | None = None
     reason: str | None = None
     restarts: int = 0
     attempt: int = 0
     started_at: float = 0.0
+    """The clock's time at the latest start: how long a run lasted decides the backoff."""
     after_exit: ServiceState | None = None
     """What a requested stop leads to: STOPPED, or PENDING to start again (a restart)."""
     last_lines: collections.deque[bytes] = field(
@@ -104,31 +100,25 @@ class Supervisor:
         ports: Mapping[str, int],
         printer: Printer,
         *,
-        guardian: Guardian | None = None,
+        starter: ProcessStarter,
+        readiness: Readiness | None = None,
         clock: Clock | None = None,
-        base_env: Mapping[str, str] | None = None,
-        backoff_factory: Callable[[], Backoff] = Backoff,
-        spawned: dict[str, Spawned | ServiceStartError] | None = None,
     ) -> None:
-        """``spawned``: processes started before the loop ran (see :mod:`devstack.launch`),
-        adopted on their service's first start and removed from the dict then."""
+        """``ports``: the port every service got. ``readiness`` defaults to the real probes,
+        ``clock`` to the monotonic one."""
         self.spec = spec
-        self._ports = dict(ports)
         self._printer = printer
-        self._guardian = guardian
+        self._starter = starter
+        self._readiness = readiness or Prober()
         self._clock = clock or MonotonicClock()
-        self._base_env = dict(os.environ if base_env is None else base_env)
         self._services = {
-            name: _Service(spec=s, port=self._ports[name], backoff=backoff_factory())
-            for name, s in spec.services.items()
+            name: _Service(spec=s, port=ports[name]) for name, s in spec.services.items()
         }
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._shutting_down = False
         self._finished = False
-        self._listen_watcher = ListenWatcher()
-        self._spawned = spawned if spawned is not None else {}
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         """Resolves once every service is ready (or done); fails with ServiceStartError when one
         cannot start during start-up."""
@@ -196,7 +186,7 @@ class Supervisor:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._listen_watcher.close()
+        self._readiness.close()
 
     def _publish(self) -> None:
         """States may have moved: drop cached snapshots and wake whoever waits for a change."""
@@ -205,12 +195,13 @@ class Supervisor:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
-    def _handle(self, event: Event) -> None:  # noqa: C901 - one branch per event type, by design
+    def _handle(self, event: Event) -> None:
         match event:
             case ServiceBecameReady(name, pid, elapsed):
                 self._on_ready(self._services[name], pid, elapsed)
@@ -218,16 +209,12 @@ class Supervisor:
                 self._on_overdue(self._services[name], pid)
             case ProcessExited(name, pid, returncode):
                 self._on_exited(self._services[name], pid, returncode)
-            case StartFailed(name, reason):
-                self._on_start_failed(self._services[name], reason)
             case BackoffElapsed(name, attempt):
                 s = self._services[name]
                 if s.state is ServiceState.BACKOFF and s.attempt == attempt:
                     self._launch(s)
-            case StartRequested(name) | RestartRequested(name):
-                self._on_start_requested(
-                    self._services[name], restart=isinstance(event, RestartRequested)
-                )
+            case RestartRequested(name):
+                self._on_restart_requested(self._services[name])
             case StopRequested(name):
                 self._stop(self._services[name], then=ServiceState.STOPPED)
             case ShutdownRequested(force):
@@ -257,58 +244,41 @@ class Supervisor:
         s.attempt += 1
         s.after_exit = None
         s.started_at = self._clock.now()
-        early = self._spawned.pop(s.spec.name, None)
-        # A process launched early already has its environment; build one only to spawn here.
-        env = {} if early is not None else service_environment(s.spec, self._ports, self._base_env)
-        s.process = ServiceProcess(
-            s.spec.name,
-            s.spec.command,
-            cwd=s.spec.cwd,
-            env=env,
-            on_output=functools.partial(self._on_output, s),
-            guardian=self._guardian,
-            stop_timeout_seconds=s.spec.stop_timeout_seconds,
-        )
-        self._spawn(self._run_process(s, s.process, early))
-
-    async def _run_process(
-        self, s: _Service, process: ServiceProcess, early: Spawned | ServiceStartError | None
-    ) -> None:
         name = s.spec.name
         try:
-            if isinstance(early, ServiceStartError):
-                raise early
-            await process.start(early)
+            s.process = self._starter.start(s.spec, functools.partial(self._on_output, s))
         except ServiceStartError as exc:
-            self.post(StartFailed(name, str(exc)))
+            s.process = None
+            self._fail(s, str(exc))
             return
-        pid = process.pid
-        assert pid is not None
         # Said at once, before the loop turns: the service's first lines must come after it.
-        self._printer.system(f"{name}: starting (pid {pid}): {s.spec.command}", service=name)
-        self._spawn(self._probe(s, process, pid))
-        returncode = await process.wait()
-        await process.stop()  # whatever it left behind in its group goes too
-        self.post(ProcessExited(name, pid, returncode))
-
-    async def _probe(self, s: _Service, process: ServiceProcess, pid: int) -> None:
-        started = process.spawned_at
-        probe = asyncio.ensure_future(
-            wait_until_ready(
-                s.spec.health,
-                s.port,
-                is_alive=lambda: process.returncode is None,
-                watcher=self._listen_watcher,
-            )
+        self._printer.system(
+            f"{name}: starting (pid {s.process.pid}): {s.spec.command}", service=name
         )
-        try:
-            done, _ = await asyncio.wait({probe}, timeout=s.spec.health.timeout_seconds)
-            if not done:
-                self.post(ReadinessOverdue(s.spec.name, pid))
-            if await probe:
-                self.post(ServiceBecameReady(s.spec.name, pid, time.monotonic() - started))
-        finally:
-            probe.cancel()
+        self._spawn(self._watch(s, s.process))
+
+    async def _watch(self, s: _Service, process: StartedProcess) -> None:
+        """Probe the process's readiness while it runs; post its exit once its group is gone."""
+        probing = self._spawn(self._probe(s, process))
+        returncode = await process.wait()
+        probing.cancel()
+        await process.stop()  # whatever it left behind in its group goes too
+        self.post(ProcessExited(s.spec.name, process.pid, returncode))
+
+    async def _probe(self, s: _Service, process: StartedProcess) -> None:
+        health = s.spec.health
+        if health.enabled:  # else: ready once started
+            overdue = self._spawn(self._warn_overdue(s, process.pid, health.timeout_seconds))
+            try:
+                await self._readiness.wait(health, s.port)
+            finally:
+                overdue.cancel()
+        elapsed = self._clock.now() - process.started_at
+        self.post(ServiceBecameReady(s.spec.name, process.pid, elapsed))
+
+    async def _warn_overdue(self, s: _Service, pid: int, timeout: float) -> None:
+        await self._clock.sleep(timeout)
+        self.post(ReadinessOverdue(s.spec.name, pid))
 
     def _on_output(self, s: _Service, lines: list[bytes]) -> None:
         self._printer.lines(s.spec.name, lines)
@@ -390,26 +360,21 @@ class Supervisor:
         await self._clock.sleep(delay)
         self.post(BackoffElapsed(s.spec.name, attempt))
 
-    def _on_start_failed(self, s: _Service, reason: str) -> None:
-        if s.after_exit is not None or self._shutting_down:  # stopped before it got going
-            s.state = s.after_exit or ServiceState.STOPPED
-            s.after_exit = None
-            return
-        self._fail(s, reason)
-
     def _fail(self, s: _Service, reason: str) -> None:
         s.state = ServiceState.FAILED
         s.reason = reason
         self._printer.system(f"{reason}", error=True, service=s.spec.name)
 
-    def _on_start_requested(self, s: _Service, *, restart: bool) -> None:
-        if s.state.is_running and restart:
+    def _on_restart_requested(self, s: _Service) -> None:
+        if self._shutting_down:
+            return
+        if s.state.is_running:
             self._stop(s, then=ServiceState.PENDING)
         elif s.state in FINAL or s.state is ServiceState.BACKOFF:
             s.backoff.reset()
             s.state = ServiceState.PENDING
 
-    def _stop(self, s: _Service, *, then: ServiceState, force: bool = False) -> None:
+    def _stop(self, s: _Service, *, then: ServiceState) -> None:
         if s.state in (ServiceState.PENDING, ServiceState.BACKOFF):
             s.state = ServiceState.STOPPED
             return
@@ -419,7 +384,7 @@ class Supervisor:
         if s.state is not ServiceState.STOPPING:
             s.state = ServiceState.STOPPING
             s.after_exit = then
-        self._spawn(process.stop(force=force))  # its exit arrives as ProcessExited
+        self._spawn(process.stop())  # its exit arrives as ProcessExited
 
     def _on_shutdown(self, force: bool) -> None:
         if force:

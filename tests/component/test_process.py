@@ -16,6 +16,7 @@ import pytest
 from devstack.errors import ServiceStartError
 from devstack.run.guardian import group_members
 from devstack.run.process import ServiceProcess
+from devstack.run.spawn import spawn
 from tests.conditions import async_wait_until, pid_alive
 
 T = TypeVar("T")
@@ -36,14 +37,19 @@ class Collected:
         self.bytes += sum(len(line) + 1 for line in lines)
 
 
-def make(command: str, tmp_path: Path, out: Collected, **kw: float) -> ServiceProcess:
-    return ServiceProcess("svc", command, cwd=tmp_path, env=dict(os.environ), on_output=out, **kw)
+def start(
+    command: str, tmp_path: Path, out: Collected, stop_timeout_seconds: float = 5.0
+) -> ServiceProcess:
+    spawned = spawn("svc", command, cwd=tmp_path, env=dict(os.environ))
+    return ServiceProcess("svc", spawned, on_output=out, stop_timeout_seconds=stop_timeout_seconds)
 
 
 @contextlib.asynccontextmanager
-async def started(proc: ServiceProcess) -> AsyncIterator[ServiceProcess]:
-    """Start ``proc`` and make sure its whole group is gone afterwards, pass or fail."""
-    await proc.start()
+async def started(
+    command: str, tmp_path: Path, out: Collected, stop_timeout_seconds: float = 5.0
+) -> AsyncIterator[ServiceProcess]:
+    """Start ``command`` and make sure its whole group is gone afterwards, pass or fail."""
+    proc = start(command, tmp_path, out, stop_timeout_seconds)
     try:
         yield proc
     finally:
@@ -65,12 +71,8 @@ def kill_leftovers(pids: list[int]) -> None:
 
 
 def test_command_not_found_names_service_and_command(tmp_path: Path) -> None:
-    async def main() -> None:
-        proc = make("no-such-program-xyz --flag", tmp_path, Collected())
-        with pytest.raises(ServiceStartError, match=r"svc: command not found: no-such-program-xyz"):
-            await proc.start()
-
-    run(main)
+    with pytest.raises(ServiceStartError, match=r"svc: command not found: no-such-program-xyz"):
+        spawn("svc", "no-such-program-xyz --flag", cwd=tmp_path, env=dict(os.environ))
 
 
 def test_grandchildren_die_with_the_group(tmp_path: Path) -> None:
@@ -83,7 +85,7 @@ def test_grandchildren_die_with_the_group(tmp_path: Path) -> None:
     async def main() -> list[int]:
         pids: list[int] = []
         try:
-            async with started(make(script, tmp_path, Collected())) as proc:
+            async with started(script, tmp_path, Collected()) as proc:
                 found = await async_wait_until(
                     lambda: read_pids(pids_file, 2), message="two grandchildren"
                 )
@@ -91,7 +93,7 @@ def test_grandchildren_die_with_the_group(tmp_path: Path) -> None:
                 pids = found
                 await proc.stop(timeout=5)
                 assert not any(pid_alive(p) for p in pids), "a grandchild survived the stop"
-                assert proc.pid is not None and group_members(proc.pid) == []
+                assert group_members(proc.pid) == []
         finally:
             kill_leftovers(pids)
         return pids
@@ -109,12 +111,13 @@ def test_a_child_that_ignores_sigterm_is_killed_after_its_timeout(tmp_path: Path
     )
 
     async def main() -> None:
-        proc = make(f"{PY} stubborn.py", tmp_path, Collected(), stop_timeout_seconds=0.3)
-        async with started(proc):
+        async with started(
+            f"{PY} stubborn.py", tmp_path, Collected(), stop_timeout_seconds=0.3
+        ) as proc:
             await async_wait_until(ready.exists, message="the child to ignore SIGTERM")
             returncode = await proc.stop()
             assert returncode == -signal.SIGKILL
-            assert proc.pid is not None and not pid_alive(proc.pid)
+            assert not pid_alive(proc.pid)
 
     run(main)
 
@@ -124,8 +127,7 @@ def test_leftovers_of_an_exited_main_process_are_stopped(tmp_path: Path) -> None
     script = f"{PY} -c 'import time; time.sleep(60)' & echo $! > {pids_file}"
 
     async def main() -> None:
-        proc = make(script, tmp_path, Collected())
-        await proc.start()
+        proc = start(script, tmp_path, Collected())
         assert await proc.wait() == 0
         pids = read_pids(pids_file, 1)
         assert pids is not None
@@ -148,7 +150,7 @@ def test_a_hundred_megabytes_of_output_is_drained(tmp_path: Path) -> None:
 
     async def main() -> None:
         out = Collected()
-        async with started(make(f'{PY} -c "{code}"', tmp_path, out)) as proc:
+        async with started(f'{PY} -c "{code}"', tmp_path, out) as proc:
             assert await asyncio.wait_for(proc.wait(), 60) == 0
             await proc.drained(timeout=30)
         assert out.bytes == 100 * 1024 * 1024
@@ -162,7 +164,7 @@ def test_a_one_megabyte_line_and_a_missing_final_newline(tmp_path: Path) -> None
 
     async def main() -> None:
         out = Collected()
-        async with started(make(f'{PY} -c "{code}"', tmp_path, out)) as proc:
+        async with started(f'{PY} -c "{code}"', tmp_path, out) as proc:
             await proc.wait()
             await proc.drained(timeout=10)
         assert out.lines == [b"y" * (1 << 20), b"tail without newline"]

@@ -1,4 +1,7 @@
-"""The supervisor with real processes, a controlled clock and a printer writing to memory."""
+"""The supervisor with real processes, a controlled clock and a printer writing to memory.
+
+Its state machine alone, without processes, is tested in tests/unit/test_supervisor_script.py.
+"""
 
 from __future__ import annotations
 
@@ -15,28 +18,15 @@ import pytest
 from devstack.errors import ServiceStartError
 from devstack.manifest.spec import HealthSpec, RestartPolicy, ServiceSpec, StackSpec
 from devstack.run.output import Printer
+from devstack.run.spawn import Spawner
+from devstack.run.starter import SpawningStarter
 from devstack.run.supervisor import Supervisor, stop_order
 from devstack.status import ServiceState
+from tests.clock import ManualClock
 from tests.conditions import async_wait_until
 
 T = TypeVar("T")
 PY = sys.executable
-
-
-class FakeClock:
-    """Time that moves only when the supervisor sleeps: backoff costs the test nothing."""
-
-    def __init__(self) -> None:
-        self.time = 1000.0
-        self.sleeps: list[float] = []
-
-    def now(self) -> float:
-        return self.time
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.time += seconds
-        await asyncio.sleep(0)
 
 
 def free_ports(count: int) -> list[int]:
@@ -60,14 +50,14 @@ async def supervise(
     spec: StackSpec,
     body: Callable[[Supervisor], Awaitable[T]],
     *,
-    clock: FakeClock | None = None,
+    clock: ManualClock | None = None,
 ) -> tuple[T, str]:
     """Run a supervisor around ``body``; always shut it down; return body's result and output."""
     out = io.BytesIO()
     ports = dict(zip(spec.services, free_ports(len(spec.services)), strict=True))
-    supervisor = Supervisor(
-        spec, ports, Printer(spec.services, stream=out, colour=False), clock=clock
-    )
+    printer = Printer(spec.services, stream=out, colour=False)
+    starter = SpawningStarter(Spawner(ports))
+    supervisor = Supervisor(spec, ports, printer, starter=starter, clock=clock)
     runner = asyncio.ensure_future(supervisor.run())
     try:
         result = await body(supervisor)
@@ -77,25 +67,43 @@ async def supervise(
     return result, out.getvalue().decode()
 
 
+async def wait_out_backoff(
+    supervisor: Supervisor, clock: ManualClock, name: str, restarts: int
+) -> float:
+    """Wait for ``name`` to back off before its ``restarts``-th restart; move the clock past the
+    delay; return it."""
+
+    def backing_off() -> bool:
+        status = supervisor.status(name)
+        return status.state is ServiceState.BACKOFF and status.restarts == restarts
+
+    await async_wait_until(backing_off, message=f"{name} to back off before restart {restarts}")
+    delay = clock.pending[0]
+    clock.advance(delay)
+    return delay
+
+
 def test_crash_loop_backs_off_exponentially_then_fails(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     spec = stack(tmp_path, ServiceSpec(name="flaky", command="false", cwd=tmp_path))
 
-    async def body(supervisor: Supervisor) -> None:
+    async def body(supervisor: Supervisor) -> list[float]:
+        delays = [await wait_out_backoff(supervisor, clock, "flaky", n) for n in range(1, 5)]
         with pytest.raises(ServiceStartError, match="flaky: exited with code 1; crashed 5 times"):
             await asyncio.wait_for(supervisor.started, 20)
         status = supervisor.status("flaky")
         assert status.state is ServiceState.FAILED
         assert status.restarts == 4
         assert status.exit_code == 1
+        return delays
 
-    _, output = asyncio.run(supervise(spec, body, clock=clock))
-    assert clock.sleeps == [0.5, 1.0, 2.0, 4.0]
+    delays, output = asyncio.run(supervise(spec, body, clock=clock))
+    assert delays == [0.5, 1.0, 2.0, 4.0]
     assert "flaky: exited with code 1; restarting in 0.5s" in output
 
 
 def test_a_healthy_period_resets_the_backoff(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     runs, release = tmp_path / "runs", tmp_path / "release"
     # Crashes at once, except the third run, which waits for the test before crashing.
     (tmp_path / "flaky.py").write_text(
@@ -113,14 +121,16 @@ def test_a_healthy_period_resets_the_backoff(tmp_path: Path) -> None:
     def third_run_started() -> bool:
         return runs.exists() and len(runs.read_text()) == 3
 
-    async def body(supervisor: Supervisor) -> None:
+    async def body(supervisor: Supervisor) -> list[float]:
+        delays = [await wait_out_backoff(supervisor, clock, "flaky", n) for n in (1, 2)]
         await async_wait_until(third_run_started, message="the third run")
-        clock.time += 3600  # the third run "lasts" an hour before it crashes
+        clock.advance(3600)  # the third run "lasts" an hour before it crashes
         release.touch()
-        await async_wait_until(lambda: len(clock.sleeps) >= 3, message="a third restart")
+        delays.append(await wait_out_backoff(supervisor, clock, "flaky", 3))
+        return delays
 
-    asyncio.run(supervise(spec, body, clock=clock))
-    assert clock.sleeps[:3] == [0.5, 1.0, 0.5]
+    delays, _ = asyncio.run(supervise(spec, body, clock=clock))
+    assert delays == [0.5, 1.0, 0.5]
 
 
 def test_restart_never_and_exit_zero_is_done(tmp_path: Path) -> None:
