@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,3 +26,14 @@ def devstack_home(
     home = tmp_path_factory.mktemp("devstack-home")
     monkeypatch.setenv("DEVSTACK_HOME", str(home))
     return home
+
+
+@pytest.fixture(autouse=True)
+def activated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run as from an activated virtual environment (`. .venv/bin/activate`), however pytest was
+    started (`.venv/bin/python -m pytest`): the interpreter's folder first on PATH, so that
+    services whose command is `python ...` get the interpreter that has the stack's packages."""
+    bin_dir = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] != bin_dir:
+        monkeypatch.setenv("PATH", bin_dir + os.pathsep + path)
