@@ -5,7 +5,7 @@ Every TLS connection starts on :class:`FastPath`. It takes a request when the re
 HTTP/1.1 without a body, its whole head in hand, for an allowed host, routed to a service that
 is ready. The head goes to a pooled connection of
 :class:`devstack.proxy.upstream.pool.PooledUpstream` in one write, rewritten as
-:func:`devstack.proxy.forward.upstream_headers` does; the answer comes back through
+the rules of :mod:`devstack.proxy.headers` (as the full proxy); the answer comes back through
 :class:`devstack.proxy.relay.Relay`: up to ``SMALL_BODY_BYTES`` (by Content-Length) head and
 body in one write, anything else streamed as it arrives, with back-pressure.
 
@@ -26,32 +26,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 from collections.abc import Callable
 from typing import cast
 
 import httptools
 
-from devstack.proxy.forward import (
-    FORWARDED_HEADERS,
-    HOP_BY_HOP_BYTES,
-    UpstreamRefused,
-    named_in_connection_bytes,
-)
+from devstack.proxy.failures import UpstreamRefused
+from devstack.proxy.headers import named_in_connection, request_headers_bytes
 from devstack.proxy.relay import Relay
-from devstack.proxy.routing import RouteTable, is_allowed_host
+from devstack.proxy.routing import RouteTable
+from devstack.proxy.target import MAX_FIELD_BYTES, MAX_FIELDS, MAX_REQUEST_LINE_BYTES, BadRequest
 from devstack.proxy.upstream.connection import Connection
 from devstack.proxy.upstream.pool import PooledUpstream
 from devstack.status import ServiceDirectory
 
 logger = logging.getLogger(__name__)
 
-_NOT_FORWARDED = HOP_BY_HOP_BYTES | {name.encode() for name in FORWARDED_HEADERS} | {b"expect"}
 _HANDED_OVER_HEADERS = frozenset({b"upgrade", b"expect", b"transfer-encoding"})
 """A request carrying one of these goes to the full proxy."""
-_PLAIN_URL = re.compile(rb"/(?!/)[A-Za-z0-9\-_~!$&'()*+,;=:@/.]*(?:\?[^#]*)?")
-"""An origin-form target whose path needs no decoding (no ``%``): what aiohttp would make of
-it is the same string. Dot segments are excluded separately."""
+_SHORT_HEAD = min(MAX_REQUEST_LINE_BYTES, MAX_FIELD_BYTES)
+"""A head up to this size cannot break a line limit; a longer one goes to the full proxy, which
+checks every limit (:mod:`devstack.proxy.refusal`)."""
 _MAX_PENDING = 64 * 1024
 """Bytes of pipelined requests buffered while one is answered, before the client is paused."""
 
@@ -207,7 +202,7 @@ class FastPath(asyncio.Protocol):
         """Answer the request at the start of ``data`` here, or hand the connection over."""
         end = data.find(b"\r\n\r\n")
         head = data[: end + 4]
-        if end < 0 or not head.isascii():
+        if end < 0 or end > _SHORT_HEAD or not head.isascii():
             self._hand_over(data)
             return
         self._url, self._headers, self._is_whole = b"", [], False
@@ -233,38 +228,33 @@ class FastPath(asyncio.Protocol):
             relay.send(connection, request_head)
 
     def _outgoing(self) -> tuple[str, int, bytes] | None:
-        """``(service, port, head to send)`` when the parsed request is plain, else ``None``."""
+        """``(service, port, head to send)`` when the parsed request is plain, else ``None``.
+        The target and Host are checked and resolved as the full proxy does
+        (:meth:`RouteTable.route`); whatever that refuses is the full proxy's to answer."""
         parser = self._parser
         if parser.get_http_version() != "1.1" or not parser.should_keep_alive():
             return None
-        url = self._url
-        path, _, _ = url.partition(b"?")
-        if not _PLAIN_URL.fullmatch(url) or b"/." in path:
+        if len(self._headers) > MAX_FIELDS:
             return None
-        lines, host, accept = _forwarded_lines(self._headers)
+        host, accept = _plain_head(self._headers)
         if host is None:
             return None
-        host_name = host.decode()
-        table = self.lane.table
-        if not is_allowed_host(host_name, table):
+        method = parser.get_method()
+        try:
+            routed = self.lane.table.route(method.decode(), self._url.decode(), host.decode())
+        except BadRequest:
             return None
-        match = table.resolve(host_name, path.decode())
-        if match is None or match.target.service is None:
+        match = routed.match
+        if match is None or match.target.service is None or routed.target.host is not None:
             return None
         status = self.lane.directory.status(match.target.service)
         if not status.is_ready:
             return None
         prefix = match.stripped_prefix
-        if prefix is not None:
-            url = url[len(prefix) :]
-            if not url.startswith(b"/"):
-                url = b"/" + url
-        lines[0] = b"%s %s HTTP/1.1" % (parser.get_method(), url)
-        lines.append(b"X-Forwarded-For: " + self._peer)
-        lines.append(b"X-Forwarded-Proto: https")
-        lines.append(b"X-Forwarded-Host: " + host)
-        if prefix:
-            lines.append(b"X-Forwarded-Prefix: " + prefix.encode())
+        forwarded = request_headers_bytes(self._headers, client=self._peer, host=host,
+                                          prefix=prefix.encode() if prefix else None)  # fmt: skip
+        lines = [b"%s %s HTTP/1.1" % (method, routed.upstream_path.encode())]
+        lines += [name + b": " + value for name, value in forwarded]
         lines.append(b"\r\n")
         self.accept = accept
         return status.name, status.port, b"\r\n".join(lines)
@@ -357,34 +347,25 @@ class FastPath(asyncio.Protocol):
             self.arm(idle_until)
 
 
-def _forwarded_lines(
-    headers: list[tuple[bytes, bytes]],
-) -> tuple[list[bytes], bytes | None, str]:
-    """The header lines a service receives (after a placeholder for the request line), the
-    Host header (``None`` when missing, repeated or the request is not plain) and Accept."""
-    lines = [b""]
+def _plain_head(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, str]:
+    """The Host header and Accept; Host is ``None`` when missing or repeated, or when the
+    request is not plain (it upgrades, expects ``100 Continue``, has a chunked body or asks for
+    the connection to close). The headers a service receives are
+    :func:`devstack.proxy.headers.request_headers_bytes`."""
     host: bytes | None = None
     accept = b""
-    listed: list[bytes] = []
-    drop = _NOT_FORWARDED
     for name, value in headers:
         lower = name.lower()
-        if lower in drop:
-            if lower == b"connection":
-                listed.append(value)
-            elif lower in _HANDED_OVER_HEADERS:
-                return lines, None, ""
-            continue
         if lower == b"host":
             if host is not None:
-                return lines, None, ""
+                return None, ""
             host = value
         elif lower == b"accept":
             accept = value
-        lines.append(name + b": " + value)
-    if listed:
-        named = named_in_connection_bytes(listed)
-        if b"close" in named or named & _HANDED_OVER_HEADERS:
-            return lines, None, ""
-        lines = [line for line in lines if line.partition(b":")[0].lower() not in named]
-    return lines, host, accept.decode()
+        elif lower in _HANDED_OVER_HEADERS:
+            return None, ""
+        elif lower == b"connection":
+            named = named_in_connection((value,))
+            if b"close" in named or named & _HANDED_OVER_HEADERS:
+                return None, ""
+    return host, accept.decode()

@@ -12,6 +12,12 @@ Implicit routes: every service answers at ``<name>.localhost`` (a host route wit
 Without any ``routes`` in the manifest (a Procfile), the ``web`` service (or else the first one)
 also answers at ``/`` on every allowed host.
 
+Paths are matched as :mod:`devstack.proxy.target` normalizes them (dot segments removed,
+still percent-encoded but for unreserved characters; ``%2F`` is data, not a separator), and
+route prefixes from the manifest are brought to the same form. What a service receives is the
+path that was matched. :meth:`RouteTable.route` checks a request's target and Host and resolves
+it: both lanes of the proxy ask it, so they decide alike.
+
 Static routes are mounts: the URL path below the route's prefix names a file below the folder
 (``path: /assets, static: public`` serves ``/assets/app.js`` from ``public/app.js``). Service
 routes send the path unchanged unless ``strip_prefix`` is set, in which case the prefix is
@@ -24,8 +30,16 @@ import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from devstack.manifest.spec import StackSpec
+from devstack.proxy.target import (
+    BadRequest,
+    RequestTarget,
+    normalize_path,
+    parse_host,
+    parse_target,
+)
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 """Hosts that always reach the proxy; together with ``*.localhost`` they are always allowed."""
@@ -88,26 +102,53 @@ class Match:
         return self.route.target
 
 
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """A request whose target and Host were checked, and where it goes."""
+
+    target: RequestTarget
+    host: str
+    """The normalized host: the absolute form's authority when there was one, else Host's."""
+    is_allowed: bool
+    """The host is one the proxy serves (:func:`is_allowed_host`)."""
+    match: Match | None
+    """``None`` when nothing matches, the host is not allowed, or the target is ``*``."""
+
+    @property
+    def upstream_path(self) -> str:
+        """The path and query a service receives: the normalized path that was matched (minus
+        the prefix of a route that strips it) and the query as sent."""
+        assert self.match is not None
+        query = self.target.query
+        return self.match.path if query is None else f"{self.match.path}?{query}"
+
+
 @functools.lru_cache(maxsize=512)
 def normalize_host(host: str) -> str:
-    """``Example.LOCALHOST:8443`` -> ``example.localhost``; ``[::1]:8443`` -> ``[::1]``."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        end = host.find("]")
-        return host[: end + 1] if end != -1 else host
-    if host.count(":") == 1:
-        host = host.split(":", 1)[0]
-    elif host.count(":") > 1:
-        # A bare IPv6 address without brackets (not valid in a Host header, but be kind).
-        host = f"[{host}]"
-    return host.rstrip(".")
+    """``Example.LOCALHOST:8443`` -> ``example.localhost``; ``[::1]:8443`` -> ``[::1]``: the form
+    :func:`devstack.proxy.target.parse_host` gives. A bare IPv6 address (from the manifest) is
+    bracketed; a value that is not ``host[:port]`` comes back lower-cased, so it never equals
+    a valid host."""
+    value = host.strip()
+    if value.count(":") > 1 and not value.startswith("["):
+        value = f"[{value}]"
+    try:
+        return parse_host(value)
+    except BadRequest:
+        return value.lower()
+
+
+_PREFIX_SAFE = "/%:@!$&'()*+,;=-._~"
+"""Left as they are when a manifest prefix is percent-encoded (``%`` keeps its escapes)."""
 
 
 def normalize_prefix(path: str | None) -> str:
+    """A manifest path in the form requests are matched in: ``/Café/`` -> ``/Caf%C3%A9``."""
     if not path or path == "/":
         return "/"
     if not path.startswith("/"):
         path = "/" + path
+    path = normalize_path(quote(path, safe=_PREFIX_SAFE))
     return path.rstrip("/") or "/"
 
 
@@ -126,6 +167,25 @@ class RouteTable:
         self.allowed_hosts: frozenset[str] = frozenset(
             {normalize_host(h) for h in extra_hosts} | set(self._by_host)
         )
+
+    def route(self, method: str, target: str, host: str | None) -> Routed:
+        """Check the request-target and the Host header (``None`` when missing or repeated)
+        and resolve the request. Raises :class:`devstack.proxy.target.BadRequest` for what
+        the proxy refuses (400, 405, 414)."""
+        checked = parse_target(method, target)
+        if host is None:
+            raise BadRequest(400, "the request needs exactly one Host header")
+        name = parse_host(host)
+        if checked.host is not None:
+            name = checked.host  # the absolute form's authority wins (RFC 9112 section 3.2.2)
+        if not self.is_allowed(name):
+            return Routed(checked, name, False, None)
+        match = None if checked.is_asterisk else self.resolve(name, checked.path)
+        return Routed(checked, name, True, match)
+
+    def is_allowed(self, name: str) -> bool:
+        """``name`` (a normalized host) is one the proxy serves: see :func:`is_allowed_host`."""
+        return name in LOOPBACK_NAMES or name.endswith(".localhost") or name in self.allowed_hosts
 
     @classmethod
     def from_spec(cls, spec: StackSpec) -> RouteTable:
@@ -158,7 +218,8 @@ class RouteTable:
 
     def resolve(self, host: str, path: str) -> Match | None:
         """The route for a request to ``host`` (a Host header, port allowed) and ``path``
-        (decoded, without the query), or ``None`` when nothing matches."""
+        (normalized by :func:`devstack.proxy.target.normalize_path`, without the query), or
+        ``None`` when nothing matches."""
         for route in self._by_host.get(normalize_host(host), ()):
             if route.matches_path(path):
                 return _match(route, path)
@@ -199,5 +260,8 @@ def is_allowed_host(host: str, table: RouteTable) -> bool:
     Anything else is refused before it reaches a service: a page on another site can point its
     own DNS name at 127.0.0.1 (DNS rebinding), but it cannot make the browser send our names.
     """
-    name = normalize_host(host)
-    return name in LOOPBACK_NAMES or name.endswith(".localhost") or name in table.allowed_hosts
+    try:
+        name = parse_host(host)
+    except BadRequest:
+        return False
+    return table.is_allowed(name)

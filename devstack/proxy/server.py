@@ -29,26 +29,24 @@ import logging
 import socket
 import ssl
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
+from multidict import istr
 
 from devstack.manifest.spec import StackSpec
 from devstack.proxy import pages, static, websocket
 from devstack.proxy.bind import Listeners, bind_proxy
+from devstack.proxy.body import PacedBody
+from devstack.proxy.failures import ForwardError, ServiceUnavailable, UpstreamRefused
 from devstack.proxy.fastlane import FastLane
-from devstack.proxy.forward import (
-    ForwardError,
-    RequestBody,
-    ServiceUnavailable,
-    UpstreamRefused,
-    upstream_headers,
-)
-from devstack.proxy.routing import Match, RouteTable, is_allowed_host, normalize_host
+from devstack.proxy.forward import upstream_headers
+from devstack.proxy.refusal import FrontDoorServer, options_answer, refusal_page
+from devstack.proxy.routing import Routed, RouteTable
+from devstack.proxy.target import BadRequest, BodyPace, check_framing
 from devstack.proxy.upstream.pool import PooledUpstream
 from devstack.status import ServiceDirectory, ServiceState, ServiceStatus
 
@@ -61,6 +59,8 @@ SERVICE_KEY = web.RequestKey("devstack_service", str)
 REFUSAL_GRACE_SECONDS = 1.0
 """How long a refused connection waits for the supervisor to notice the service went away."""
 REFUSAL_POLL_SECONDS = 0.02
+_HOST = istr("Host")
+_TRANSFER_ENCODING = istr("Transfer-Encoding")
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,8 @@ class ProxyTimeouts:
     """From accept to the first byte, and for the TLS handshake."""
     idle_seconds: float = 75.0
     """An idle keep-alive connection (or one that never finishes its headers) is closed."""
+    body_pace: BodyPace = field(default_factory=BodyPace)
+    """How slowly a request body may arrive (408 beyond)."""
     shutdown_seconds: float = 2.0
 
 
@@ -104,14 +106,14 @@ class Proxy:
         self._port: int | None = None
         self._fast_lane: FastLane | None = None
         self._https = self._https_server()
-        self._redirector = web.Server(
+        self._redirector = FrontDoorServer(
             self._redirect, access_log=None, keepalive_timeout=timeouts.first_byte_seconds
         )
 
     def _https_server(self) -> web.Server:
         # Whether to write the access log is decided here, once: nothing per request when off.
         logged = access_logger.isEnabledFor(logging.DEBUG)
-        return web.Server(
+        return FrontDoorServer(
             self._handle_logged if logged else self._handle,
             handler_cancellation=True,
             access_log=None,
@@ -165,9 +167,7 @@ class Proxy:
             for sock in listeners.http:
                 server = await loop.create_server(self._redirector, sock=sock)
                 self._http_servers.append(server)
-            self._ws_session = aiohttp.ClientSession(
-                cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False
-            )
+            self._ws_session = websocket.client_session()
         except BaseException:
             await self.stop()
             raise
@@ -255,18 +255,22 @@ class Proxy:
             raise
 
     async def _redirect(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Plain HTTP: send the client to the same URL over https on the proxy's port."""
-        host = request.headers.get("Host", "")
-        if not is_allowed_host(host, self._table):
-            return pages.forbidden_host_page(request, host)
-        name = normalize_host(host) if host else "localhost"
-        netloc = name if self.port == 443 else f"{name}:{self.port}"
-        location = f"https://{netloc}{request.raw_path}"
-        return web.Response(
-            status=308,
-            text=f"Use HTTPS: {location}\n",
-            headers={"Location": location, "Connection": "close"},
+        """Plain HTTP: send the client to the same URL over https on the proxy's port, and
+        close the connection."""
+        try:
+            routed = self._admit(request)
+        except BadRequest as refused:
+            return refusal_page(request, refused)
+        if not routed.is_allowed:
+            return pages.forbidden_host_page(request, routed.host)
+        netloc = routed.host if self.port == 443 else f"{routed.host}:{self.port}"
+        path_qs = "/" if routed.target.is_asterisk else routed.target.path_qs
+        location = f"https://{netloc}{path_qs}"
+        response = web.Response(
+            status=308, text=f"Use HTTPS: {location}\n", headers={"Location": location}
         )
+        response.force_close()
+        return response
 
     async def _handle_logged(self, request: web.BaseRequest) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
@@ -286,25 +290,40 @@ class Proxy:
         )
         return response
 
+    def _admit(self, request: web.BaseRequest) -> Routed:
+        """The request's target and Host checked and resolved (:meth:`RouteTable.route`, the
+        rules the fast lane follows too); :class:`BadRequest` for what is refused."""
+        check_framing(request.version, has_transfer_encoding=_TRANSFER_ENCODING in request.headers)
+        hosts = request.headers.getall(_HOST, ())
+        host = hosts[0] if len(hosts) == 1 else None
+        return self._table.route(request.method, request.raw_path, host)
+
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        host = request.headers.get("Host", "")
-        if not is_allowed_host(host, self._table):
-            return pages.forbidden_host_page(request, host)
-        match = self._table.resolve(host, request.path)
+        try:
+            routed = self._admit(request)
+        except BadRequest as refused:
+            return refusal_page(request, refused)
+        if not routed.is_allowed:
+            return pages.forbidden_host_page(request, routed.host)
+        if routed.target.is_asterisk:
+            return options_answer()
+        match = routed.match
         if match is None:
             return pages.not_found_page(request, self._table)
         target = match.route.target
         if target.static is not None:
             request[SERVICE_KEY] = "static"
-            return await static.serve(request, target.static, match.path)
+            return await static.serve(request, target.static, match.path, routed.target)
         service = target.service or ""
         request[SERVICE_KEY] = service
         try:
-            return await self._forward(request, service, match)
+            return await self._forward(request, service, routed)
         except asyncio.CancelledError:
             logger.debug("client left before %s answered %s %s", service, request.method,
                          request.path)  # fmt: skip
             raise
+        except BadRequest as refused:
+            return refusal_page(request, refused)
         except ForwardError as failure:
             response = pages.failure_page(request, failure)
             if response is None:
@@ -315,13 +334,19 @@ class Proxy:
             return response
 
     async def _forward(
-        self, request: web.BaseRequest, service: str, match: Match
+        self, request: web.BaseRequest, service: str, routed: Routed
     ) -> web.StreamResponse:
+        assert routed.match is not None
         status = await self._serving(service)
-        path_qs = upstream_path(request, match)
-        headers = upstream_headers(request, prefix=match.stripped_prefix)
+        path_qs = routed.upstream_path
+        headers = upstream_headers(request, prefix=routed.match.stripped_prefix)
+        if routed.target.host is not None:
+            # The absolute form: its authority is the host (RFC 9112 section 3.2.2).
+            authority = request.raw_path.split("/", 3)[2]
+            headers[_HOST] = headers["X-Forwarded-Host"] = authority
         is_ws = websocket.is_upgrade(request)
-        body = RequestBody(request) if request.body_exists and not is_ws else None
+        has_body = request.body_exists and not is_ws
+        body = PacedBody(request, self._timeouts.body_pace) if has_body else None
         for attempt in (1, 2):
             try:
                 if is_ws:
@@ -343,6 +368,10 @@ class Proxy:
                     raise
                 logger.debug("%s refused a connection; waiting for it to be ready", service)
                 status = await self._after_refusal(service, status)
+            except ForwardError as failure:
+                if body is not None and body.too_slow is not None:
+                    raise body.too_slow from failure  # the client's fault, not the service's
+                raise
         raise AssertionError("unreachable")
 
     async def _serving(self, service: str) -> ServiceStatus:
@@ -385,21 +414,6 @@ def _why(status: ServiceStatus) -> str:
     elif status.exit_code is not None:
         text += f" (exit code {status.exit_code})"
     return text
-
-
-def upstream_path(request: web.BaseRequest, match: Match) -> str:
-    """The path and query a service receives: as the client sent it (not re-encoded), minus the
-    route's prefix when the route strips it."""
-    raw = request.raw_path
-    prefix = match.stripped_prefix
-    if prefix is None:
-        return raw
-    if raw.startswith(prefix):
-        rest = raw[len(prefix) :]
-        return rest if rest.startswith("/") else "/" + rest
-    # The client percent-encoded part of the prefix: rebuild from the decoded remainder.
-    query = request.query_string
-    return quote(match.path, safe="/:@!$&'()*+,;=-._~") + (f"?{query}" if query else "")
 
 
 async def _readable(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:

@@ -2,10 +2,13 @@
 
 A request path is refused (404, same as a missing file, so nothing is revealed) when any
 segment starts with a dot (``..``, ``.env``, ``.git/``), contains a NUL or a backslash, or when
-the file it resolves to (symlinks followed) lies outside the folder. The path arrives decoded
-(``%2e%2e`` and ``%2f`` are already ``..`` and ``/``), so encodings cannot sneak past the check.
-Folders answer with their ``index.html``; there is no directory listing. Conditional requests
-(ETag, Last-Modified, 304), ranges (206) and HEAD are aiohttp's ``FileResponse``'s work.
+the file it resolves to (symlinks followed) lies outside the folder. The path arrives normalized
+by :mod:`devstack.proxy.target` (dot segments gone, ``%2e`` already ``.``) and is decoded here,
+after that check could see every segment; an encoded slash (``%2F``) is a 404, never a
+separator. Folders answer with their ``index.html``; there is no directory listing, and a
+folder named without its trailing slash is redirected to the same-origin path with one
+(``Location: /docs/``, never ``//docs/``, which a browser reads as another host). Conditional
+requests (ETag, Last-Modified, 304), ranges (206) and HEAD are aiohttp's ``FileResponse``'s work.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import enum
 from pathlib import Path
+from urllib.parse import unquote
 
 from aiohttp import web
 
 from devstack.proxy import pages
+from devstack.proxy.target import RequestTarget
 
 INDEX_FILE = "index.html"
 
@@ -26,19 +31,24 @@ class _Found(enum.Enum):
     FOLDER_WITHOUT_SLASH = "folder without slash"
 
 
-async def serve(request: web.BaseRequest, root: Path, path: str) -> web.StreamResponse:
-    """Answer ``request`` with the file at ``path`` (relative to the route) under ``root``."""
+async def serve(
+    request: web.BaseRequest, root: Path, path: str, target: RequestTarget
+) -> web.StreamResponse:
+    """Answer ``request`` with the file at ``path`` (below the route's prefix, normalized and
+    still percent-encoded) under ``root``; ``target`` is the request's checked target."""
     if request.method not in ("GET", "HEAD"):
         return web.Response(
             status=405, text="405: files accept only GET and HEAD\n", headers={"Allow": "GET, HEAD"}
         )
+    if "%2F" in path:  # normalized escapes are upper case
+        return pages.file_not_found_page(request)
     loop = asyncio.get_running_loop()
     # resolve() and stat() touch the disk: keep them off the event loop.
-    found = await loop.run_in_executor(None, locate, root, path)
+    found = await loop.run_in_executor(None, locate, root, unquote(path, errors="surrogateescape"))
     if found is _Found.FOLDER_WITHOUT_SLASH:
-        location = request.raw_path.partition("?")
-        target = location[0] + "/" + (location[1] + location[2])
-        return web.Response(status=308, headers={"Location": target})
+        # The normalized path starts with exactly one slash: the Location stays on this origin.
+        query = "" if target.query is None else f"?{target.query}"
+        return web.Response(status=308, headers={"Location": f"{target.path}/{query}"})
     if found is _Found.NOTHING:
         return pages.file_not_found_page(request)
     return web.FileResponse(found)

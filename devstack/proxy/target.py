@@ -17,6 +17,12 @@ The rules (RFC 9112 section 3.2, RFC 9110 section 7.2, RFC 3986):
 - **Asterisk form** (``OPTIONS *``) is answered by the proxy itself; ``*`` with any other method
   is refused (400). **Authority form** (``CONNECT host:port``) is refused (405): devstack does not
   tunnel.
+- **Head limits** (RFC 9112 section 3, RFC 6585 section 5): a request line longer than
+  :data:`MAX_REQUEST_LINE_BYTES` is refused with 414; a header field whose name and value
+  together exceed :data:`MAX_FIELD_BYTES`, or more than :data:`MAX_FIELDS` header fields, with
+  431. A request body must keep coming: see :class:`BodyPace`.
+- **Framing**: an HTTP/1.0 request with ``Transfer-Encoding`` is refused (400) and the
+  connection closed (RFC 9112 section 6.1): its end cannot be trusted.
 - **Host** must be ``host[:port]``: a DNS name (letters, digits, ``-``, ``.``, ``_``), an IPv4
   address or a bracketed IPv6 literal, and an optional port of at most five digits. Anything
   else (``localhost@evil.example``, ``evil.example/.localhost``, spaces, ``#``) is refused
@@ -33,6 +39,13 @@ from dataclasses import dataclass
 ALLOWED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 """What ``OPTIONS *`` and a refused ``CONNECT`` are told (``Allow``)."""
 
+MAX_REQUEST_LINE_BYTES = 8190
+"""The longest request line (method, target and version, without CRLF): 414 beyond."""
+MAX_FIELD_BYTES = 8190
+"""The longest header field, name and value together (what aiohttp measures): 431 beyond."""
+MAX_FIELDS = 100
+"""The most header fields a request may carry: 431 beyond."""
+
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _PLAIN_PATH = re.compile(r"/(?!/)[A-Za-z0-9\-_~!$&'()*+,;=:@/.]*")
@@ -46,8 +59,9 @@ _PORT = re.compile(r"[0-9]{1,5}")
 
 
 class BadRequest(Exception):
-    """A request refused before any upstream is contacted. ``status`` is the answer's
-    (400, 405, 414, 431); ``allow`` goes in ``Allow`` when set (405)."""
+    """A request the proxy refuses itself, before any upstream is contacted (or, for a body that
+    stalls, 408, before any answer reached the client). ``status`` is the answer's (400, 405,
+    408, 414, 431); ``allow`` goes in ``Allow`` when set (405)."""
 
     def __init__(self, status: int, message: str, *, allow: str | None = None) -> None:
         super().__init__(message)
@@ -78,6 +92,8 @@ def parse_target(method: str, target: str) -> RequestTarget:
         raise BadRequest(
             405, "CONNECT is not supported: devstack is not a forward proxy", allow=ALLOWED_METHODS
         )
+    if len(method) + len(target) + 10 > MAX_REQUEST_LINE_BYTES:  # "M T HTTP/1.1"
+        raise BadRequest(414, f"the request line is longer than {MAX_REQUEST_LINE_BYTES} bytes")
     if target == "*":
         if method != "OPTIONS":
             raise BadRequest(400, f"the target * is only valid for OPTIONS, not {method}")
@@ -166,6 +182,32 @@ def _parse_host(value: str) -> str | None:
     if rest and not (rest[0] == ":" and _PORT.fullmatch(rest[1:]) and int(rest[1:]) <= 65535):
         return None
     return name
+
+
+def check_framing(version: tuple[int, int], *, has_transfer_encoding: bool) -> None:
+    """Refuse (400) an HTTP/1.0 request with ``Transfer-Encoding`` (RFC 9112 section 6.1)."""
+    if has_transfer_encoding and version < (1, 1):
+        raise BadRequest(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request")
+
+
+@dataclass(frozen=True, slots=True)
+class BodyPace:
+    """How long reading a request body may take. The client may stay silent for at most
+    ``idle_seconds`` between chunks, and the body must average ``min_bytes_per_second`` after
+    an allowance of ``idle_seconds``: the time spent waiting for it may not exceed
+    ``idle_seconds + received / min_bytes_per_second`` (as Apache's ``mod_reqtimeout`` does
+    with ``body=20,MinRate=500``). Time spent waiting for the service to take the body does
+    not count. A body too slow is answered 408 when nothing was answered yet, else the
+    connection is cut."""
+
+    idle_seconds: float = 30.0
+    min_bytes_per_second: float = 1024.0
+
+    def wait_limit(self, waited: float, received: int) -> float:
+        """How long the next chunk may be awaited, after ``waited`` seconds spent awaiting the
+        ``received`` bytes so far; zero or less means the body is too slow already."""
+        allowance = self.idle_seconds + received / self.min_bytes_per_second - waited
+        return min(self.idle_seconds, allowance)
 
 
 def _split_absolute(target: str) -> tuple[str, str]:

@@ -105,27 +105,31 @@ def test_conditional_requests_ranges_and_head(site: Path) -> None:
 
 
 TRAVERSALS = [
-    "/.env",
-    "/.git/config",
-    "/docs/../.env",
-    "/%2e%2e/secret.txt",
-    "/..%2fsecret.txt",
-    "/docs/..%2f..%2fsecret.txt",
-    "/%2e%2e%2fsecret.txt",
-    "/%252e%252e/secret.txt",
-    "/assets/../secret.txt",
-    "/assets/%2e%2e/secret.txt",
-    "/escape",
-    "/escape-dir/secret.txt",
-    "/docs/%00",
-    "/docs\\..\\..\\secret.txt",
+    # (path as sent, status): 400 for a path climbing above / or holding bytes a path may not
+    # (devstack/proxy/target.py), 404 for anything the static rules refuse or do not find.
+    ("/.env", 404),
+    ("/.git/config", 404),
+    ("/docs/../.env", 404),
+    ("/%2e%2e/secret.txt", 400),
+    ("/..%2fsecret.txt", 404),
+    ("/docs/..%2f..%2fsecret.txt", 404),
+    ("/%2e%2e%2fsecret.txt", 404),
+    ("/%252e%252e/secret.txt", 404),
+    ("/assets/../secret.txt", 404),
+    ("/assets/%2e%2e/secret.txt", 404),
+    ("/assets/../../secret.txt", 400),
+    ("/escape", 404),
+    ("/escape-dir/secret.txt", 404),
+    ("/docs/%00", 404),
+    ("/docs%2fguide.txt", 404),
+    ("/docs\\..\\..\\secret.txt", 400),
 ]
 
 
 def test_nothing_outside_the_root_and_no_dotfiles(site: Path) -> None:
     async def scenario(url: str) -> None:
         port = url.rsplit(":", 1)[1]
-        for path in TRAVERSALS:
+        for path, expected in TRAVERSALS:
             # curl with --path-as-is sends the path exactly as written (no dot-segment removal).
             result = await asyncio.to_thread(
                 subprocess.run,
@@ -134,7 +138,7 @@ def test_nothing_outside_the_root_and_no_dotfiles(site: Path) -> None:
                 capture_output=True, text=True, timeout=10, check=True,
             )  # fmt: skip
             body, _, status = result.stdout.rpartition("\n")
-            assert status == "404", f"{path} answered {status}"
+            assert status == str(expected), f"{path} answered {status}"
             assert "top secret" not in body and "SECRET" not in body and "[core]" not in body
 
     serve(site, scenario)

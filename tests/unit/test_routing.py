@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from devstack.manifest.spec import ProxySpec, RouteSpec, ServiceSpec, StackSpec
-from devstack.proxy.routing import RouteTable, certificate_hosts, is_allowed_host, normalize_host
+from devstack.proxy.routing import (
+    RouteTable,
+    certificate_hosts,
+    is_allowed_host,
+    normalize_host,
+    normalize_prefix,
+)
+from devstack.proxy.target import BadRequest
 
 ROOT = Path("/stack")
 
@@ -169,3 +176,44 @@ def test_certificate_hosts() -> None:
         "web.localhost", "api.localhost", "startup.localhost",
         "shop.test", "myapp.test",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("prefix", "normal"),
+    [("/api/", "/api"), ("api", "/api"), ("/Café", "/Caf%C3%A9"), ("/a%2fb", "/a%2Fb"),
+     ("/%7euser", "/~user"), ("/a/./b/../c", "/a/c"), (None, "/")],
+)  # fmt: skip
+def test_manifest_prefixes_take_the_form_paths_are_matched_in(prefix: str, normal: str) -> None:
+    assert normalize_prefix(prefix) == normal
+
+
+def test_route_checks_target_and_host_then_resolves() -> None:
+    table = RouteTable.from_spec(EXAMPLE)
+    routed = table.route("GET", "/startup/../api/admin/./x?q=1", "LocalHost:8080")
+    assert routed.match is not None and routed.match.target.service == "web"
+    assert (routed.host, routed.upstream_path) == ("localhost", "/api/admin/x?q=1")
+    stripped = table.route("GET", "/startup/%7e/a%2fb", "localhost")
+    assert stripped.upstream_path == "/~/a%2Fb"
+    absolute = table.route("GET", "http://startup.localhost:8080/x", "localhost")
+    assert absolute.host == "startup.localhost" and absolute.upstream_path == "/x"
+    assert not table.route("GET", "http://evil.example/x", "localhost").is_allowed
+    assert not table.route("GET", "/x", "evil.example").is_allowed
+    star = table.route("OPTIONS", "*", "localhost")
+    assert star.target.is_asterisk and star.match is None
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "host", "status"),
+    [
+        ("GET", "/x", None, 400),
+        ("GET", "/x", "localhost@evil.example", 400),
+        ("GET", "/../x", "localhost", 400),
+        ("CONNECT", "evil.example:443", "evil.example:443", 405),
+    ],
+)
+def test_route_refuses_what_the_proxy_does_not_take(
+    method: str, target: str, host: str | None, status: int
+) -> None:
+    with pytest.raises(BadRequest) as refused:
+        RouteTable.from_spec(EXAMPLE).route(method, target, host)
+    assert refused.value.status == status

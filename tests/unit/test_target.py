@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from devstack.proxy.target import BadRequest, parse_host, parse_target
+from devstack.proxy.target import (
+    MAX_REQUEST_LINE_BYTES,
+    BadRequest,
+    BodyPace,
+    check_framing,
+    parse_host,
+    parse_target,
+)
 
 
 @pytest.mark.parametrize(
@@ -125,3 +132,27 @@ def test_anything_else_in_host_is_refused(value: str) -> None:
     with pytest.raises(BadRequest, match="invalid Host header") as refused:
         parse_host(value)
     assert refused.value.status == 400
+
+
+def test_a_request_line_over_the_limit_is_a_414() -> None:
+    longest = "/" + "x" * (MAX_REQUEST_LINE_BYTES - len("GET / HTTP/1.1"))
+    assert parse_target("GET", longest).path == longest  # "GET <target> HTTP/1.1" is the limit
+    with pytest.raises(BadRequest) as refused:
+        parse_target("GET", longest + "x")
+    assert refused.value.status == 414
+
+
+def test_http_1_0_with_transfer_encoding_is_refused() -> None:
+    check_framing((1, 1), has_transfer_encoding=True)
+    check_framing((1, 0), has_transfer_encoding=False)
+    with pytest.raises(BadRequest) as refused:
+        check_framing((1, 0), has_transfer_encoding=True)
+    assert refused.value.status == 400
+
+
+def test_a_body_may_pause_for_idle_seconds_and_must_keep_the_minimum_rate() -> None:
+    pace = BodyPace(idle_seconds=10, min_bytes_per_second=100)
+    assert pace.wait_limit(waited=0, received=0) == 10
+    assert pace.wait_limit(waited=5, received=0) == 5  # the allowance is running out
+    assert pace.wait_limit(waited=5, received=10_000) == 10  # fast enough: idle is the limit
+    assert pace.wait_limit(waited=20, received=100) <= 0  # 5 bytes/s: too slow
