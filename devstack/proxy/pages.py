@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
-from devstack.proxy.forward import (
+from devstack.proxy.failures import (
     ClientGone,
     ForwardError,
     ServiceUnavailable,

@@ -6,13 +6,13 @@ connections implement; this module does not import the fast lane.
 Up to :data:`SMALL_BODY_BYTES` (by Content-Length) the head and the body leave in one write (one TLS
 record); anything longer, or without a length, is streamed as it arrives (re-chunked when it has
 no length), reading from the service only as fast as the client takes it. The answer's headers
-pass as :func:`devstack.proxy.upstream.connection.answer_headers` leaves them; ``Date`` and
+pass as :func:`devstack.proxy.headers.response_headers_bytes` leaves them; ``Date`` and
 ``Server`` are added when missing, as aiohttp does on the full proxy.
 
 Failures before anything reached the client are answered with the proxy's pages (504 when no
-answer came in time, 502 for a broken one), or handed to the full proxy when a pooled
-connection turns out closed; after that the client is cut off so it sees the answer is
-incomplete.
+answer came in time, 502 for a broken one: :func:`devstack.proxy.failures.failure_for` says
+which), or handed to the full proxy when a pooled connection turns out closed; after that the
+client is cut off so it sees the answer is incomplete.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE
 
 from devstack.proxy import pages
-from devstack.proxy.forward import UpstreamBroken, UpstreamTimeout
-from devstack.proxy.upstream.connection import Connection, ConnectionLost, Exchange, answer_headers
+from devstack.proxy.failures import ConnectionLost, Stage, failure_for
+from devstack.proxy.headers import response_headers_bytes
+from devstack.proxy.upstream.connection import Connection, Exchange
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class Relay(Exchange):
         self._connection = connection
         connection.taken(self)
         if connection.is_lost or connection.transport is None:
-            self.fail(ConnectionLost("the service closed the pooled connection"))
+            self.fail(ConnectionLost())
             return
         connection.transport.write(request_head)
 
@@ -99,7 +100,7 @@ class Relay(Exchange):
         head.append(_status_line(status, self.reason))
         length: int | None = None
         has_date = has_server = False
-        for name, value in answer_headers(self.raw_headers):
+        for name, value in response_headers_bytes(self.raw_headers):
             lower = name.lower()
             if lower == b"content-length":
                 length = int(value) if value.isdigit() else None
@@ -160,16 +161,11 @@ class Relay(Exchange):
                         front.request_line(), error)  # fmt: skip
             front.transport.close()
             return
-        if isinstance(error, TimeoutError):
-            limit = front.upstream_timeout
-            failure: UpstreamBroken | UpstreamTimeout = UpstreamTimeout(
-                self.service, f"no answer within {limit:g} s"
-            )
-        elif connection is not None and connection.is_reused and not self.raw_headers:
+        is_stale = connection is not None and connection.is_reused and not self.raw_headers
+        if is_stale and not isinstance(error, TimeoutError):
             front.hand_over_request()  # a pooled connection the service had closed: go fresh
             return
-        else:
-            failure = UpstreamBroken(self.service, str(error))
+        failure = failure_for(error, self.service, Stage.ANSWERING, limit=front.upstream_timeout)
         answer = pages.failure_answer(failure, front.accept)
         assert answer is not None
         front.transport.write(_page_bytes(*answer))

@@ -16,12 +16,7 @@ from typing import cast
 
 import httptools
 
-from devstack.proxy.forward import HOP_BY_HOP_BYTES, named_in_connection_bytes
-
-
-class ConnectionLost(Exception):
-    """The connection to the service ended (or it sent something that is not HTTP) before
-    its whole answer arrived."""
+from devstack.proxy.failures import ConnectionLost
 
 
 class _HeadDone(Exception):
@@ -58,16 +53,6 @@ class Exchange:
         self.error = error
 
 
-def answer_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """A service's response headers as the client receives them: hop-by-hop ones (and those
-    its ``Connection`` header names) removed, every other one kept, in order."""
-    drop = HOP_BY_HOP_BYTES
-    listed = [value for name, value in raw if name.lower() == b"connection"]
-    if listed:
-        drop = drop | named_in_connection_bytes(listed)
-    return [(name, value) for name, value in raw if name.lower() not in drop]
-
-
 class Connection(asyncio.Protocol):
     """One keep-alive connection to a service; carries one exchange at a time."""
 
@@ -98,9 +83,9 @@ class Connection(asyncio.Protocol):
             if isinstance(exc.__context__, _HeadDone):
                 self._parser = httptools.HttpResponseParser(self)
                 return
-            self._broken(f"bad answer: {exc}")
+            self._broken(exc)
         except httptools.HttpParserError as exc:
-            self._broken(f"bad answer: {exc}")
+            self._broken(exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.is_lost = True
@@ -122,7 +107,7 @@ class Connection(asyncio.Protocol):
         if self._writable is not None and not self._writable.done():
             await self._writable
         if self.is_lost:
-            raise ConnectionLost("connection closed while sending")
+            raise ConnectionLost()
 
     def close(self) -> None:
         if self.transport is not None:
@@ -200,11 +185,11 @@ class Connection(asyncio.Protocol):
             exchange.is_complete = True  # a body delimited by the end of the connection
             exchange.completed()
             return
-        exchange.fail(ConnectionLost(str(exc) if exc else "the service closed the connection"))
+        exchange.fail(ConnectionLost(exc))
 
-    def _broken(self, detail: str) -> None:
+    def _broken(self, error: httptools.HttpParserError) -> None:
         if self.exchange is not None:
-            self.exchange.fail(ConnectionLost(detail))
+            self.exchange.fail(ConnectionLost(error))
         self.close()
 
 

@@ -24,15 +24,10 @@ from collections.abc import Callable
 from aiohttp import web
 from multidict import CIMultiDict, istr
 
-from devstack.proxy.forward import (
-    ClientGone,
-    RequestBody,
-    UpstreamBroken,
-    UpstreamRefused,
-    UpstreamTimeout,
-    start_response,
-)
-from devstack.proxy.upstream.connection import Connection, ConnectionLost, Exchange, answer_headers
+from devstack.proxy.failures import ConnectionLost, Stage, failure_for
+from devstack.proxy.forward import RequestBody, start_response
+from devstack.proxy.headers import response_headers_bytes
+from devstack.proxy.upstream.connection import Connection, Exchange
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +56,7 @@ class _Exchange(Exchange):
         """The answer's headers minus hop-by-hop ones, decoded, in order, repeats kept."""
         return CIMultiDict(
             (name.decode("latin-1"), value.decode("latin-1"))
-            for name, value in answer_headers(self.raw_headers)
+            for name, value in response_headers_bytes(self.raw_headers)
         )
 
     def headers_arrived(self) -> None:
@@ -85,7 +80,7 @@ class _Exchange(Exchange):
     def body_sent(self, sending: asyncio.Task[None]) -> None:
         """Sending the request body ended; if it failed, so did the exchange."""
         if not sending.cancelled() and (error := sending.exception()) is not None:
-            self.fail(ConnectionLost(f"sending the request body failed: {error!r}"))
+            self.fail(ConnectionLost(error))
 
     def fail(self, error: BaseException) -> None:
         if self.is_complete:
@@ -171,16 +166,13 @@ class PooledUpstream:
                 exchange, sending = await self._exchange(
                     connection, request.method, head, body, is_chunked
                 )
-            except ConnectionLost as exc:
+            except (ConnectionLost, TimeoutError) as exc:
                 connection.close()
-                retry = connection.is_reused and attempt == 1
+                retry = connection.is_reused and attempt == 1 and isinstance(exc, ConnectionLost)
                 if retry and (body is None or not body.is_started):
                     continue  # a pooled connection the service had closed: once more, fresh
-                raise UpstreamBroken(service, str(exc)) from exc
-            except TimeoutError as exc:
-                connection.close()
-                limit = self._upstream_timeout
-                raise UpstreamTimeout(service, f"no answer within {limit:g} s") from exc
+                raise failure_for(exc, service, Stage.ANSWERING,
+                                  limit=self._upstream_timeout) from exc  # fmt: skip
             except BaseException:
                 connection.close()
                 raise
@@ -205,18 +197,17 @@ class PooledUpstream:
         return None
 
     async def connect(self, service: str, port: int) -> Connection:
-        """A new connection to ``127.0.0.1:port``; :class:`UpstreamRefused` when nothing takes
-        it within the connect timeout."""
+        """A new connection to ``127.0.0.1:port``; raises
+        :class:`devstack.proxy.failures.UpstreamRefused` when nothing takes it within the
+        connect timeout."""
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, protocol = await loop.create_connection(
                     lambda: Connection(port, self.forget), "127.0.0.1", port
                 )
-        except (ConnectionRefusedError, TimeoutError) as exc:
-            raise UpstreamRefused(service, f"nothing accepts connections on port {port}") from exc
-        except OSError as exc:
-            raise UpstreamRefused(service, f"cannot connect to port {port}: {exc}") from exc
+        except OSError as exc:  # refused, unreachable, or TimeoutError: nothing took it in time
+            raise failure_for(exc, service, Stage.CONNECTING, port=port) from exc
         return protocol
 
     async def _exchange(
@@ -232,7 +223,7 @@ class PooledUpstream:
         connection.taken(exchange)
         assert connection.transport is not None
         if connection.is_lost:
-            raise ConnectionLost("the service closed the pooled connection")
+            raise ConnectionLost()
         connection.transport.write(head)
         deadline = _Deadline(loop, self._upstream_timeout, exchange)
         sending = None
@@ -267,7 +258,7 @@ class PooledUpstream:
             await _stream(request, service, response, connection, exchange)
             return response
         except ConnectionResetError as exc:
-            raise ClientGone(service, "client closed the connection") from exc
+            raise failure_for(exc, service, Stage.DELIVERING) from exc
         finally:
             self._release(connection, exchange, sending)
 
@@ -340,7 +331,7 @@ async def _send_body(
     assert transport is not None
     async for chunk in body.chunks(progress):
         if connection.is_lost:
-            raise ConnectionLost("the service closed the connection while the body was sent")
+            raise ConnectionLost()
         if is_chunked:
             transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
         else:
