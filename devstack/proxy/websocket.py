@@ -1,6 +1,11 @@
 """WebSockets through the proxy: the upstream handshake first (so the subprotocol the service
 picks is the one the browser gets), then every frame relayed as it is: text, binary, ping,
-pong, and the close code and reason, in both directions."""
+pong, and the close code and reason, in both directions.
+
+A service that refuses the upgrade (any answer but ``101``) has its answer passed on as it is:
+status, headers (minus hop-by-hop ones) and body. aiohttp's client would drop that answer for an
+``Invalid response status``, so the session of :func:`client_session` reads it first (its
+``raise_for_status`` hook) and raises it as :class:`UpgradeRefused`."""
 
 from __future__ import annotations
 
@@ -12,7 +17,9 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, istr
 from yarl import URL
 
-from devstack.proxy.forward import UpstreamBroken, UpstreamRefused, UpstreamTimeout
+from devstack.proxy.failures import Stage, failure_for
+from devstack.proxy.forward import start_response
+from devstack.proxy.headers import response_headers
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +38,36 @@ _NO_CODE = frozenset({1005, 1006, 1015})
 """Close codes that describe a missing close frame and must not be sent in one (RFC 6455 7.4.1)."""
 
 _Socket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+
+
+class UpgradeRefused(Exception):
+    """The service answered the upgrade with something other than ``101``: its answer, read
+    whole, headers already filtered for the client."""
+
+    def __init__(self, status: int, reason: str | None, headers: CIMultiDict[str], body: bytes):
+        super().__init__(f"upgrade refused with {status}")
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+
+
+def client_session() -> aiohttp.ClientSession:
+    """The session :func:`bridge` connects to services with: no cookies, bodies untouched, and
+    a refused upgrade raised as :class:`UpgradeRefused` with its answer."""
+    return aiohttp.ClientSession(
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        raise_for_status=_keep_refusal,
+    )
+
+
+async def _keep_refusal(response: aiohttp.ClientResponse) -> None:
+    if response.status == 101:
+        return
+    body = await response.read()
+    headers = CIMultiDict(response_headers(response.headers.items()))
+    raise UpgradeRefused(response.status, response.reason, headers, body)
 
 
 def is_upgrade(request: web.BaseRequest) -> bool:
@@ -52,7 +89,8 @@ async def bridge(
     handshake_seconds: float,
 ) -> web.StreamResponse:
     """Connect to the service's WebSocket, accept the client's with the same subprotocol, and
-    relay frames until either side closes. Raises a ``ForwardError`` before the handshake."""
+    relay frames until either side closes; pass a refusal on as the service sent it. Raises a
+    ``ForwardError`` before the handshake. ``session`` comes from :func:`client_session`."""
     protocols = [
         p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
     ]
@@ -70,17 +108,16 @@ async def bridge(
                 max_msg_size=0,
                 compress=0,
             )
-    except aiohttp.WSServerHandshakeError as exc:
-        # The service said no to the upgrade: let the client see its status.
-        return web.Response(status=exc.status or 502, text=f"{service}: {exc.message}\n")
-    except TimeoutError as exc:
-        raise UpstreamTimeout(
-            service, f"no WebSocket handshake within {handshake_seconds:g} s"
-        ) from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise UpstreamRefused(service, f"nothing accepts connections on port {port}") from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        raise UpstreamBroken(service, str(exc) or type(exc).__name__) from exc
+    except UpgradeRefused as refusal:
+        try:
+            return await start_response(
+                request, refusal.status, refusal.reason, refusal.headers, refusal.body
+            )
+        except ConnectionResetError as exc:
+            raise failure_for(exc, service, Stage.DELIVERING) from exc
+    except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+        raise failure_for(exc, service, Stage.ANSWERING, port=port,
+                          limit=handshake_seconds) from exc  # fmt: skip
     try:
         client = web.WebSocketResponse(
             protocols=(upstream.protocol,) if upstream.protocol else (),

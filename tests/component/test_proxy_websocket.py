@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import WSMsgType, web
 
 from devstack.manifest.spec import RouteSpec
 from tests.component.test_proxy_harness import (
+    LANES,
     StandInDirectory,
     make_spec,
+    raw_upstream,
     running_proxy,
     upstream,
+    use_lane,
     verified_client,
 )
 
@@ -114,3 +119,46 @@ def test_client_close_reaches_the_service_and_refusals_pass_through(tmp_path: Pa
                     raise AssertionError("the refused upgrade was accepted")
 
     asyncio.run(main())
+
+
+REFUSAL = (
+    b"HTTP/1.1 403 Forbidden\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 26\r\n"
+    b"X-Refusal: not-on-fridays\r\n"
+    b"Set-Cookie: a=1\r\n"
+    b"Set-Cookie: b=2\r\n"
+    b"Connection: close, X-Upstream-Secret\r\n"
+    b"X-Upstream-Secret: hop\r\n"
+    b"Keep-Alive: timeout=5\r\n"
+    b"\r\n"
+    b"no websockets for you :-(\n"
+)
+
+
+@pytest.mark.parametrize("lane", LANES)
+def test_a_refused_upgrade_reaches_the_client_as_the_service_sent_it(
+    tmp_path: Path, lane: str
+) -> None:
+    async def main() -> None:
+        async with raw_upstream(REFUSAL, close_after=True) as api:
+            spec = make_spec(tmp_path, {"api": api}, (RouteSpec(path="/api", service="api"),))
+            async with running_proxy(spec, StandInDirectory({"api": api})) as proxy, \
+                    verified_client() as client:  # fmt: skip
+                upgrade = {
+                    "Connection": "Upgrade",
+                    "Upgrade": "websocket",
+                    "Sec-WebSocket-Version": "13",
+                    "Sec-WebSocket-Key": base64.b64encode(b"sixteen bytes!!!").decode(),
+                }
+                async with client.get(f"{proxy.url}/api/ws", headers=upgrade) as resp:
+                    body = await resp.read()
+                    assert (resp.status, body) == (403, b"no websockets for you :-(\n")
+                    assert resp.headers["X-Refusal"] == "not-on-fridays"
+                    assert resp.headers.getall("Set-Cookie") == ["a=1", "b=2"]
+                    assert resp.headers["Content-Type"] == "text/plain; charset=utf-8"
+                    for hop in ("X-Upstream-Secret", "Keep-Alive"):
+                        assert hop not in resp.headers, hop
+
+    with use_lane(lane):
+        asyncio.run(main())
