@@ -36,8 +36,8 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         """Move time on and wake every sleeper whose deadline has come (they run at the loop's
-        next turns)."""
+        next turns). Deadlines are compared to the nanosecond: ``29.9 + 0.1`` is 30 here."""
         self.time += seconds
         for deadline, wake in self._sleepers:
-            if deadline <= self.time and not wake.done():
+            if deadline <= self.time + 1e-9 and not wake.done():
                 wake.set_result(None)

@@ -177,7 +177,7 @@ class Supervisor:
 
     async def run(self) -> None:
         """Start the stack and handle events until a requested shutdown has stopped everything."""
-        self._start_eligible()
+        self._follow_up()
         self._publish()
         while not self._finished:
             event = await self._events.get()
@@ -221,6 +221,11 @@ class Supervisor:
                 self._on_shutdown(force)
             case ShutdownFinished():
                 self._finished = True
+        self._follow_up()
+
+    def _follow_up(self) -> None:
+        """What follows from any change: start what may start now, stop when nothing is left to
+        run, settle :attr:`started`."""
         if not self._shutting_down:
             self._start_eligible()
             if all(s.state in FINAL for s in self._services.values()):
