@@ -128,20 +128,13 @@ def spawn(
 
 
 class Spawner:
-    """Spawns the services of one stack: each with its environment (built from ``base_env``,
-    the environment devstack was started with by default, and the port every service got), its
-    group registered with the guardian."""
+    """Spawns the services of one stack: each with its environment (devstack's own, taken once,
+    and the port every service got), its group registered with the guardian."""
 
-    def __init__(
-        self,
-        ports: Mapping[str, int],
-        *,
-        guardian: Guardian | None = None,
-        base_env: Mapping[str, str] | None = None,
-    ) -> None:
+    def __init__(self, ports: Mapping[str, int], *, guardian: Guardian | None = None) -> None:
         self.guardian = guardian
         self._ports = dict(ports)
-        self._base_env = dict(os.environ if base_env is None else base_env)
+        self._base_env = dict(os.environ)
 
     def spawn(self, service: ServiceSpec) -> Spawned:
         """Start ``service``'s command; ServiceStartError when it cannot be executed."""
