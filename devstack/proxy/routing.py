@@ -30,6 +30,7 @@ import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote
 
 from devstack.manifest.spec import StackSpec
@@ -102,9 +103,9 @@ class Match:
         return self.route.target
 
 
-@dataclass(frozen=True, slots=True)
-class Routed:
-    """A request whose target and Host were checked, and where it goes."""
+class Routed(NamedTuple):
+    """A request whose target and Host were checked, and where it goes (a tuple: one is made
+    per request on the fast lane)."""
 
     target: RequestTarget
     host: str
@@ -167,6 +168,9 @@ class RouteTable:
         self.allowed_hosts: frozenset[str] = frozenset(
             {normalize_host(h) for h in extra_hosts} | set(self._by_host)
         )
+        self._resolve_host = functools.lru_cache(maxsize=1024)(self._resolve_uncached)
+        """``(normalized host, path) -> Match``, cached: matches are immutable, and the same
+        paths come again and again."""
 
     def route(self, method: str, target: str, host: str | None) -> Routed:
         """Check the request-target and the Host header (``None`` when missing or repeated)
@@ -180,7 +184,7 @@ class RouteTable:
             name = checked.host  # the absolute form's authority wins (RFC 9112 section 3.2.2)
         if not self.is_allowed(name):
             return Routed(checked, name, False, None)
-        match = None if checked.is_asterisk else self.resolve(name, checked.path)
+        match = None if checked.is_asterisk else self._resolve_host(name, checked.path)
         return Routed(checked, name, True, match)
 
     def is_allowed(self, name: str) -> bool:
@@ -220,7 +224,10 @@ class RouteTable:
         """The route for a request to ``host`` (a Host header, port allowed) and ``path``
         (normalized by :func:`devstack.proxy.target.normalize_path`, without the query), or
         ``None`` when nothing matches."""
-        for route in self._by_host.get(normalize_host(host), ()):
+        return self._resolve_host(normalize_host(host), path)
+
+    def _resolve_uncached(self, name: str, path: str) -> Match | None:
+        for route in self._by_host.get(name, ()):
             if route.matches_path(path):
                 return _match(route, path)
         for route in self._any_host:

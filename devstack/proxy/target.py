@@ -85,9 +85,11 @@ class RequestTarget:
         return self.path if self.query is None else f"{self.path}?{self.query}"
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_target(method: str, target: str) -> RequestTarget:
     """Check and normalize a request-target (see the module's rules); raise
-    :class:`BadRequest` for what devstack refuses."""
+    :class:`BadRequest` for what devstack refuses. Cached: the fast lane asks for every
+    request, and the same targets come again and again."""
     if method == "CONNECT":
         raise BadRequest(
             405, "CONNECT is not supported: devstack is not a forward proxy", allow=ALLOWED_METHODS
