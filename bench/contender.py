@@ -133,19 +133,12 @@ def nginx_service(folder: Path, big_file_bytes: int) -> dict[str, Any]:
     www.chmod(0o755)
     big.chmod(0o644)
     conf = prefix / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(prefix=prefix, port=port, big=big, big_path=BIG_FILE_PATH))
+    conf.write_text(
+        NGINX_CONF.format(prefix=prefix, port=port, big=big, big_path=BIG_FILE_PATH)
+    )
     command = shlex.join(
-        [
-            "nginx",
-            "-c",
-            str(conf),
-            "-p",
-            str(prefix),
-            "-e",
-            str(prefix / "error.log"),
-            "-g",
-            "daemon off;",
-        ]
+        ["nginx", "-c", str(conf), "-p", str(prefix), "-e", str(prefix / "error.log"),
+         "-g", "daemon off;"]
     )
     return {"command": command, "port": port}
 

@@ -91,18 +91,8 @@ def run(launcher: Launcher, folder: Path, seconds: int, output: Path | None) -> 
         door = stack.doors[0]
         wrk.run(door.url, connections=proxy.CONNECTIONS, seconds=1)
         argv = [
-            "py-spy",
-            "record",
-            "--pid",
-            str(stack.devstack.pid),
-            "--duration",
-            str(seconds),
-            "--rate",
-            str(SAMPLES_PER_SECOND),
-            "--format",
-            "raw",
-            "--output",
-            str(raw),
+            "py-spy", "record", "--pid", str(stack.devstack.pid), "--duration", str(seconds),
+            "--rate", str(SAMPLES_PER_SECOND), "--format", "raw", "--output", str(raw),
             "--nonblocking",
         ]
         spy = launcher.start("py-spy", argv)

@@ -73,19 +73,11 @@ class ProxySettings:
 
 
 FULL = ProxySettings(
-    load_rounds=5,
-    rounds=3,
-    load_seconds=4,
-    latency_seconds=3,
-    warmup_seconds=1,
+    load_rounds=5, rounds=3, load_seconds=4, latency_seconds=3, warmup_seconds=1,
     stream_bytes=1 << 30,
 )
 QUICK = ProxySettings(
-    load_rounds=1,
-    rounds=1,
-    load_seconds=2,
-    latency_seconds=2,
-    warmup_seconds=1,
+    load_rounds=1, rounds=1, load_seconds=2, latency_seconds=2, warmup_seconds=1,
     stream_bytes=256 << 20,
 )
 
@@ -140,10 +132,8 @@ def running(
     )
     manifest = write_manifest(
         folder,
-        {
-            "services": {upstream.service: service},
-            "routes": [{"path": "/", "service": upstream.service}],
-        },
+        {"services": {upstream.service: service},
+         "routes": [{"path": "/", "service": upstream.service}]},
     )
     devstack, proxy_port = start_devstack(launcher, manifest, home, proxy=True)
     try:
@@ -154,9 +144,8 @@ def running(
         assert caddy.process is not None
         try:
             doors = (
-                FrontDoor(
-                    "devstack", f"https://localhost:{proxy_port}/", devstack_ca(home), devstack
-                ),
+                FrontDoor("devstack", f"https://localhost:{proxy_port}/", devstack_ca(home),
+                          devstack),
                 caddy,
                 FrontDoor("direct", f"http://127.0.0.1:{port}/"),
             )
@@ -212,13 +201,10 @@ def measure(stack: Stack, upstream: Upstream, wrk: load.Wrk, settings: ProxySett
         figures.streaming = alternate(
             doors,
             settings.rounds,
-            lambda door: (
-                load.download(
-                    door.url.rstrip("/") + BIG_FILE_PATH,
-                    door.cacert,
-                    expected_bytes=settings.stream_bytes,
-                ).megabytes_per_second
-            ),
+            lambda door: load.download(
+                door.url.rstrip("/") + BIG_FILE_PATH, door.cacert,
+                expected_bytes=settings.stream_bytes,
+            ).megabytes_per_second,
             f"{upstream.label} streaming MB/s",
         )
     for door in doors:
@@ -276,28 +262,14 @@ def tabulate(figures: dict[str, Figures], settings: ProxySettings) -> Table:
     )
     median = statistics.median
     for label, f in figures.items():
-        target = (
-            PYTHON_UPSTREAM.throughput_target
-            if label == PYTHON_UPSTREAM.label
-            else (NGINX_UPSTREAM.throughput_target)
+        target = PYTHON_UPSTREAM.throughput_target if label == PYTHON_UPSTREAM.label else (
+            NGINX_UPSTREAM.throughput_target
         )
-        table.add(
-            Row(
-                f"req/s, {label}, {CONNECTIONS} connections",
-                median(f.throughput["devstack"]),
-                median(f.throughput["caddy"]),
-                "req/s",
-                target,
-            )
-        )
-        table.add(
-            Row(
-                f"proxy CPU per request, {label} (user + system)",
-                median(f.cpu_us["devstack"]),
-                median(f.cpu_us["caddy"]),
-                "us",
-            )
-        )
+        table.add(Row(f"req/s, {label}, {CONNECTIONS} connections",
+                      median(f.throughput["devstack"]), median(f.throughput["caddy"]),
+                      "req/s", target))
+        table.add(Row(f"proxy CPU per request, {label} (user + system)",
+                      median(f.cpu_us["devstack"]), median(f.cpu_us["caddy"]), "us"))
         table.note(
             f"{label} req/s per round: "
             + "; ".join(f"{name} {format_rounds(v, 'req/s')}" for name, v in f.throughput.items())
@@ -306,15 +278,8 @@ def tabulate(figures: dict[str, Figures], settings: ProxySettings) -> Table:
         for stat in ("mean", "p50", "p99"):
             ours = _added(f.latency, "devstack", stat)
             theirs = _added(f.latency, "caddy", stat)
-            table.add(
-                Row(
-                    f"added latency {stat}, {label}, 1 connection",
-                    ours,
-                    theirs,
-                    "us",
-                    ratio_at_most(1.0),
-                )
-            )
+            table.add(Row(f"added latency {stat}, {label}, 1 connection", ours, theirs, "us",
+                          ratio_at_most(1.0)))
         direct = f.latency["direct"]
         table.note(
             f"{label} direct latency (the anchor subtracted): mean "
@@ -325,30 +290,17 @@ def tabulate(figures: dict[str, Figures], settings: ProxySettings) -> Table:
     for label, f in figures.items():
         if f.streaming:
             size = f"{settings.stream_bytes / (1 << 20):,.0f} MiB"
-            table.add(
-                Row(
-                    f"streaming one {size} body from {label}",
-                    median(f.streaming["devstack"]),
-                    median(f.streaming["caddy"]),
-                    "MB/s",
-                    ratio_at_least(0.8),
-                )
-            )
+            table.add(Row(f"streaming one {size} body from {label}",
+                          median(f.streaming["devstack"]), median(f.streaming["caddy"]),
+                          "MB/s", ratio_at_least(0.8)))
             table.note(
                 "streaming per round: "
                 + "; ".join(f"{n} {format_rounds(v, 'MB/s')}" for n, v in f.streaming.items())
             )
     ours_peak = max(f.peak_mb.get("devstack", 0.0) for f in figures.values())
     theirs_peak = max(f.peak_mb.get("caddy", 0.0) for f in figures.values())
-    table.add(
-        Row(
-            "proxy process peak RSS (VmHWM), after all runs",
-            ours_peak,
-            theirs_peak,
-            "MB",
-            value_below(RSS_LIMIT_MB),
-        )
-    )
+    table.add(Row("proxy process peak RSS (VmHWM), after all runs", ours_peak, theirs_peak, "MB",
+                  value_below(RSS_LIMIT_MB)))
     errors = {
         name: sum(f.socket_errors.get(name, 0) for f in figures.values())
         for name in ("devstack", "caddy", "direct")

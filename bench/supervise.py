@@ -209,48 +209,18 @@ def tabulate(ours: list[Sample], theirs: list[Sample], settings: SupervisorSetti
 
     listening = median(theirs, lambda s: s.listening_seconds)
     rows = [
-        Row(
-            "time to all listening",
-            median(ours, lambda s: s.listening_seconds),
-            listening,
-            "s",
-            ratio_at_most(1.0),
-        ),
-        Row(
-            "time to all ready (devstack's report)",
-            median(ours, lambda s: s.ready_seconds),
-            listening,
-            "s",
-            ratio_at_most(1.0),
-        ),
-        Row(
-            "shutdown: SIGINT to every process gone",
-            median(ours, lambda s: s.stop_seconds),
-            median(theirs, lambda s: s.stop_seconds),
-            "s",
-            value_below(SHUTDOWN_LIMIT_SECONDS),
-        ),
-        Row(
-            "supervisor RSS when all ready (VmRSS)",
-            median(ours, lambda s: s.memory.rss_mb),
-            median(theirs, lambda s: s.memory.rss_mb),
-            "MB",
-            value_below(RSS_LIMIT_MB),
-        ),
-        Row(
-            "supervisor peak RSS (VmHWM)",
-            median(ours, lambda s: s.memory.peak_mb),
-            median(theirs, lambda s: s.memory.peak_mb),
-            "MB",
-            value_below(RSS_LIMIT_MB),
-        ),
-        Row(
-            f"supervisor CPU while idle ({settings.idle_seconds:g} s x {settings.rounds})",
-            idle_percent(ours),
-            idle_percent(theirs),
-            "%",
-            value_below(IDLE_CPU_LIMIT_PERCENT),
-        ),
+        Row("time to all listening", median(ours, lambda s: s.listening_seconds), listening,
+            "s", ratio_at_most(1.0)),
+        Row("time to all ready (devstack's report)", median(ours, lambda s: s.ready_seconds),
+            listening, "s", ratio_at_most(1.0)),
+        Row("shutdown: SIGINT to every process gone", median(ours, lambda s: s.stop_seconds),
+            median(theirs, lambda s: s.stop_seconds), "s", value_below(SHUTDOWN_LIMIT_SECONDS)),
+        Row("supervisor RSS when all ready (VmRSS)", median(ours, lambda s: s.memory.rss_mb),
+            median(theirs, lambda s: s.memory.rss_mb), "MB", value_below(RSS_LIMIT_MB)),
+        Row("supervisor peak RSS (VmHWM)", median(ours, lambda s: s.memory.peak_mb),
+            median(theirs, lambda s: s.memory.peak_mb), "MB", value_below(RSS_LIMIT_MB)),
+        Row(f"supervisor CPU while idle ({settings.idle_seconds:g} s x {settings.rounds})",
+            idle_percent(ours), idle_percent(theirs), "%", value_below(IDLE_CPU_LIMIT_PERCENT)),
     ]
     for row in rows:
         table.add(row)
@@ -264,6 +234,6 @@ def tabulate(ours: list[Sample], theirs: list[Sample], settings: SupervisorSetti
     table.note(
         f"services: `{PYTHON} -m http.server PORT --bind 127.0.0.1` on fresh free ports each "
         f"run, the same command line for both; idle CPU target: < {IDLE_CPU_LIMIT_PERCENT:g} % "
-        'of one core ("near zero")'
+        "of one core (\"near zero\")"
     )
     return table

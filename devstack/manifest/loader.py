@@ -191,12 +191,8 @@ def _procfile_to_spec(text: str, ld: Loading) -> StackSpec:
         elif not match.group(2).strip():
             ld.error(match.group(1), number, "the command is empty")
         elif match.group(1) in first_lines:
-            ld.error(
-                match.group(1),
-                number,
-                f"defined twice (first on line "
-                f"{first_lines[match.group(1)]}); process names must be unique",
-            )
+            ld.error(match.group(1), number, f"defined twice (first on line "
+                     f"{first_lines[match.group(1)]}); process names must be unique")
         else:
             first_lines[match.group(1)] = number
     if not first_lines:
@@ -207,9 +203,8 @@ def _procfile_to_spec(text: str, ld: Loading) -> StackSpec:
     env_files = (dotenv,) if dotenv.is_file() else ()
     ld.declared.extend(commands)
     services = {
-        name: ServiceSpec(
-            name=name, command=command, cwd=ld.root, env_files=env_files, line=first_lines[name]
-        )
+        name: ServiceSpec(name=name, command=command, cwd=ld.root, env_files=env_files,
+                          line=first_lines[name])
         for name, command in commands.items()
     }
     return StackSpec(ld.root / ld.shown.name, services, routes=(), kind=ManifestKind.PROCFILE)
@@ -232,13 +227,9 @@ def _check_variable_names(spec: StackSpec, ld: Loading) -> None:
     for name in ld.declared:
         prefix = service_variable_prefix(name)
         if prefix in owners:
-            ld.error(
-                f"services.{name}",
-                ld.line(f"services.{name}"),
-                f"gives the same "
-                f"variables ({prefix}_PORT, {prefix}_URL) as service '{owners[prefix]}'; "
-                "rename one of them",
-            )
+            ld.error(f"services.{name}", ld.line(f"services.{name}"), f"gives the same "
+                     f"variables ({prefix}_PORT, {prefix}_URL) as service '{owners[prefix]}'; "
+                     "rename one of them")
         owners.setdefault(prefix, name)
 
 
@@ -249,11 +240,8 @@ def _check_ports(spec: StackSpec, ld: Loading) -> None:
         default = "default " if ld.line("proxy.port") is None else ""
         proxy_ports[proxy.port] = f"the proxy's {default}port (proxy.port)"
         if proxy.http_port == proxy.port:
-            ld.error(
-                "proxy.http_port",
-                ld.line("proxy.http_port"),
-                f"must differ from proxy.port ({proxy.port})",
-            )
+            ld.error("proxy.http_port", ld.line("proxy.http_port"),
+                     f"must differ from proxy.port ({proxy.port})")
         elif proxy.http_port is not None:
             proxy_ports[proxy.http_port] = "the proxy's HTTP port (proxy.http_port)"
     owners: dict[int, ServiceSpec] = {}
@@ -263,33 +251,22 @@ def _check_ports(spec: StackSpec, ld: Loading) -> None:
         key = f"services.{service.name}.port"
         line = ld.line(key)
         if service.port in proxy_ports:
-            ld.error(
-                key,
-                line,
-                f"port {service.port} is {proxy_ports[service.port]}; "
-                "give the service another port, or move the proxy",
-            )
+            ld.error(key, line, f"port {service.port} is {proxy_ports[service.port]}; "
+                     "give the service another port, or move the proxy")
         elif service.port in owners:
             other = owners[service.port]
-            ld.error(
-                key,
-                line,
-                f"port {service.port} is also wanted by service '{other.name}' "
-                f"(line {ld.line(f'services.{other.name}.port')}); "
-                "give each service its own port",
-            )
+            ld.error(key, line, f"port {service.port} is also wanted by service '{other.name}' "
+                     f"(line {ld.line(f'services.{other.name}.port')}); "
+                     "give each service its own port")
         owners.setdefault(service.port, service)
         if service.port < 1024:
             ld.warn(key, line, _low_port_warning(service.port))
         explicit = service.env.get("PORT")
         if explicit is not None and explicit != str(service.port):
             env_key = f"services.{service.name}.env.PORT"
-            ld.warn(
-                env_key,
-                ld.line(env_key),
-                f"{explicit!r} differs from port {service.port}; the service will listen "
-                "where devstack does not look",
-            )
+            ld.warn(env_key, ld.line(env_key),
+                    f"{explicit!r} differs from port {service.port}; the service will listen "
+                    "where devstack does not look")
 
 
 def _low_port_warning(port: int) -> str:
@@ -313,11 +290,8 @@ def _check_dependencies(spec: StackSpec, ld: Loading) -> None:
                 ld.error(key, ld.line(f"{key}[{index}]"), f"no service named '{needed}'; {hint}")
     for cycle in _cycles(graph):
         key = f"services.{cycle[0]}.depends_on"
-        ld.error(
-            key,
-            ld.line(key),
-            f"dependency cycle: {' -> '.join(cycle)}; remove one of these dependencies",
-        )
+        ld.error(key, ld.line(key), f"dependency cycle: {' -> '.join(cycle)}; "
+                 "remove one of these dependencies")
 
 
 def _cycles(graph: Mapping[str, Sequence[str]]) -> list[list[str]]:
@@ -329,7 +303,7 @@ def _cycles(graph: Mapping[str, Sequence[str]]) -> list[list[str]]:
         path.append(name)
         for needed in graph.get(name, ()):
             if needed in path:
-                found.append([*path[path.index(needed) :], needed])
+                found.append([*path[path.index(needed):], needed])
             elif needed in graph and needed not in done:
                 walk(needed, path)
         path.pop()
@@ -347,24 +321,14 @@ def _check_routes(spec: StackSpec, ld: Loading) -> None:
         key = f"routes[{index}]"
         if route.service is not None and route.service not in ld.declared:
             hint = suggestion(route.service, ld.declared, "known services")
-            ld.error(
-                f"{key}.service",
-                ld.line(f"{key}.service"),
-                f"no service named '{route.service}'; {hint}",
-            )
+            ld.error(f"{key}.service", ld.line(f"{key}.service"),
+                     f"no service named '{route.service}'; {hint}")
         match = (route.host, route.path or "/")
         if match in seen:
-            what = " and ".join(
-                f"{part} '{value}'"
-                for part, value in (("host", route.host), ("path", route.path))
-                if value
-            )
-            ld.error(
-                key,
-                route.line,
-                f"duplicate route: routes[{seen[match]}] (line "
-                f"{spec.routes[seen[match]].line}) already matches {what}",
-            )
+            what = " and ".join(f"{part} '{value}'" for part, value in
+                                (("host", route.host), ("path", route.path)) if value)
+            ld.error(key, route.line, f"duplicate route: routes[{seen[match]}] (line "
+                     f"{spec.routes[seen[match]].line}) already matches {what}")
         seen.setdefault(match, index)
 
 
@@ -387,11 +351,8 @@ def _report_missing(ld: Loading, key: str, line: int | None, path: Path, kind: s
     if path.exists():
         ld.error(key, line, f"{path} is not a {kind}")
     else:
-        ld.error(
-            key,
-            line,
-            f"{kind} {path} does not exist (relative paths start at the manifest's folder)",
-        )
+        ld.error(key, line, f"{kind} {path} does not exist "
+                 "(relative paths start at the manifest's folder)")
 
 
 # --- env files ------------------------------------------------------------------------------

@@ -33,40 +33,18 @@ from devstack.manifest.spec import (
 )
 
 TOP_KEYS = ("services", "proxy", "routes")
-PROXY_KEYS = (
-    "port",
-    "enabled",
-    "bind",
-    "http_port",
-    "hosts",
-    "wait_seconds",
-    "upstream_timeout_seconds",
-)
-SERVICE_KEYS = (
-    "command",
-    "cwd",
-    "port",
-    "env",
-    "env_file",
-    "depends_on",
-    "restart",
-    "stop_timeout_seconds",
-    "health",
-    "watch",
-)
+PROXY_KEYS = ("port", "enabled", "bind", "http_port", "hosts", "wait_seconds",
+              "upstream_timeout_seconds")
+SERVICE_KEYS = ("command", "cwd", "port", "env", "env_file", "depends_on", "restart",
+                "stop_timeout_seconds", "health", "watch")
 HEALTH_KEYS = ("path", "interval_seconds", "timeout_seconds")
 ROUTE_KEYS = ("path", "host", "service", "static", "strip_prefix")
 
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _HOST_NAME = re.compile(r"[a-z0-9*_-][a-z0-9*_.-]*")
 _YAML_TAG = "tag:yaml.org,2002:"
-_KINDS = {
-    "str": "string",
-    "int": "integer",
-    "float": "number",
-    "bool": "boolean",
-    "timestamp": "date",
-}
+_KINDS = {"str": "string", "int": "integer", "float": "number", "bool": "boolean",
+          "timestamp": "date"}
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 _NO_STRINGS: tuple[str, ...] = ()
 
@@ -174,11 +152,8 @@ def _mapping(ld: Loading, node: Node, key: str, allowed: Sequence[str] | None) -
     for knode, _ in node.value:
         name = knode.value if isinstance(knode, ScalarNode) and knode.value != "<<" else None
         if name in first_lines:
-            ld.error(
-                _join(key, name),
-                line_of(knode),
-                f"duplicate key (first on line {first_lines[name]})",
-            )
+            ld.error(_join(key, name), line_of(knode),
+                     f"duplicate key (first on line {first_lines[name]})")
         elif name is not None:
             first_lines[name] = line_of(knode)
     try:
@@ -311,12 +286,8 @@ def _env(ld: Loading, node: Node, key: str) -> dict[str, str] | None:
             text = str(value.value)
             env[name] = text.lower() if text.lower() in ("true", "false") else text
         else:
-            ld.error(
-                _join(key, name),
-                line_of(value),
-                "expected a string, number or boolean "
-                f'(write "" for an empty value), got {describe(value)}',
-            )
+            ld.error(_join(key, name), line_of(value), "expected a string, number or boolean "
+                     f"(write \"\" for an empty value), got {describe(value)}")
     return env
 
 
@@ -328,43 +299,30 @@ def _health(ld: Loading, node: Node, key: str) -> HealthSpec | None:
     if isinstance(node, ScalarNode) and _tag(node) == "str" and node.value.startswith("/"):
         return HealthSpec(path=node.value)
     if not isinstance(node, MappingNode):
-        ld.error(
-            key,
-            line_of(node),
-            "expected a path starting with '/', 'tcp', 'none', false "
-            f"or a mapping with {', '.join(HEALTH_KEYS)}, got {describe(node)}",
-        )
+        ld.error(key, line_of(node), "expected a path starting with '/', 'tcp', 'none', false "
+                 f"or a mapping with {', '.join(HEALTH_KEYS)}, got {describe(node)}")
         return None
     entries = _mapping(ld, node, key, HEALTH_KEYS)
     if entries is None:
         return None
     path = _optional(ld, entries, key, "path", _string)
     if path is not None and not path.startswith("/"):
-        ld.error(
-            _join(key, "path"),
-            ld.line(_join(key, "path")),
-            f"expected a path starting with '/', got string {path!r}",
-        )
+        ld.error(_join(key, "path"), ld.line(_join(key, "path")),
+                 f"expected a path starting with '/', got string {path!r}")
     defaults = HealthSpec()
     return HealthSpec(
         path=path,
-        interval_seconds=_get(
-            ld, entries, key, "interval_seconds", _seconds, defaults.interval_seconds
-        ),
-        timeout_seconds=_get(
-            ld, entries, key, "timeout_seconds", _seconds, defaults.timeout_seconds
-        ),
+        interval_seconds=_get(ld, entries, key, "interval_seconds", _seconds,
+                              defaults.interval_seconds),
+        timeout_seconds=_get(ld, entries, key, "timeout_seconds", _seconds,
+                             defaults.timeout_seconds),
     )
 
 
 def _host(ld: Loading, key: str, line: int | None, host: str) -> str:
     if not _HOST_NAME.fullmatch(host.lower()):
-        ld.error(
-            key,
-            line,
-            "expected a host name such as 'app.localhost' "
-            f"(no scheme, port or path), got string {host!r}",
-        )
+        ld.error(key, line, "expected a host name such as 'app.localhost' "
+                 f"(no scheme, port or path), got string {host!r}")
     return host.lower()
 
 
@@ -377,19 +335,13 @@ def nodes_to_spec(root: MappingNode, ld: Loading) -> StackSpec:
     services: dict[str, ServiceSpec] = {}
     if "services" not in top:
         if "services" not in ld.guessed:
-            ld.error(
-                "services",
-                line_of(root),
-                "required key is missing; list the services to run under 'services:'",
-            )
+            ld.error("services", line_of(root),
+                     "required key is missing; list the services to run under 'services:'")
     else:
         entries = _mapping(ld, top["services"][1], "services", None)
         if entries == {}:
-            ld.error(
-                "services",
-                line_of(top["services"][0]),
-                "no services defined; add at least one under 'services:'",
-            )
+            ld.error("services", line_of(top["services"][0]),
+                     "no services defined; add at least one under 'services:'")
         ld.declared.extend(entries or {})
         for name, (knode, vnode) in (entries or {}).items():
             service = _service(ld, name, knode, vnode)
@@ -412,12 +364,8 @@ def _service(ld: Loading, name: str, knode: Node, node: Node) -> ServiceSpec | N
     key = f"services.{name}"
     line = line_of(knode)
     if not _SERVICE_NAME.fullmatch(name):
-        ld.error(
-            key,
-            line,
-            "invalid service name; use letters, digits, '_' and '-', "
-            "starting with a letter or digit",
-        )
+        ld.error(key, line, "invalid service name; use letters, digits, '_' and '-', "
+                 "starting with a letter or digit")
     if isinstance(node, ScalarNode) and not is_null(node):
         ld.error(key, line, f"expected a mapping with at least 'command', got {describe(node)}")
         return None
@@ -427,11 +375,8 @@ def _service(ld: Loading, name: str, knode: Node, node: Node) -> ServiceSpec | N
     command = _get(ld, entries, key, "command", _string, "")
     if not command.strip() and _join(key, "command") not in ld.guessed:
         problem = "is empty" if "command" in entries else "is missing"
-        ld.error(
-            _join(key, "command"),
-            ld.line(_join(key, "command")) or line,
-            f"{problem}; give the shell command that starts the service",
-        )
+        ld.error(_join(key, "command"), ld.line(_join(key, "command")) or line,
+                 f"{problem}; give the shell command that starts the service")
     env_files = _get(ld, entries, key, "env_file", _strings, _NO_STRINGS)
     return ServiceSpec(
         name=name,
@@ -440,13 +385,11 @@ def _service(ld: Loading, name: str, knode: Node, node: Node) -> ServiceSpec | N
         port=_optional(ld, entries, key, "port", _port),
         env=_get(ld, entries, key, "env", _env, {}),
         env_files=tuple(ld.root / Path(file).expanduser() for file in env_files),
-        depends_on=tuple(
-            dict.fromkeys(_get(ld, entries, key, "depends_on", _strings, _NO_STRINGS))
-        ),
+        depends_on=tuple(dict.fromkeys(_get(ld, entries, key, "depends_on", _strings,
+                                            _NO_STRINGS))),
         restart=_get(ld, entries, key, "restart", _restart, RestartPolicy.ON_FAILURE),
-        stop_timeout_seconds=_get(
-            ld, entries, key, "stop_timeout_seconds", _seconds, DEFAULT_STOP_TIMEOUT_SECONDS
-        ),
+        stop_timeout_seconds=_get(ld, entries, key, "stop_timeout_seconds", _seconds,
+                                  DEFAULT_STOP_TIMEOUT_SECONDS),
         health=_get(ld, entries, key, "health", _health, HealthSpec()),
         watch=_get(ld, entries, key, "watch", _strings, _NO_STRINGS),
         line=line,
@@ -463,20 +406,14 @@ def _proxy(ld: Loading, node: Node, key: str) -> ProxySpec | None:
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
-            ld.error(
-                "proxy.bind",
-                ld.line(f"proxy.bind[{index}]"),
-                f"expected an IP address such as 127.0.0.1 or ::1, got string {address!r}",
-            )
+            ld.error("proxy.bind", ld.line(f"proxy.bind[{index}]"),
+                     f"expected an IP address such as 127.0.0.1 or ::1, got string {address!r}")
             continue
         if not ip.is_loopback:
-            ld.warn(
-                "proxy.bind",
-                ld.line(f"proxy.bind[{index}]"),
-                f"{address} is not a loopback address: other machines that can reach this "
-                "one can reach the stack too; keep the default (127.0.0.1, ::1) unless "
-                "you mean to share it",
-            )
+            ld.warn("proxy.bind", ld.line(f"proxy.bind[{index}]"),
+                    f"{address} is not a loopback address: other machines that can reach this "
+                    "one can reach the stack too; keep the default (127.0.0.1, ::1) unless "
+                    "you mean to share it")
     if not bind:
         ld.error("proxy.bind", ld.line("proxy.bind"), "expected at least one address")
     hosts = _get(ld, entries, key, "hosts", _strings, _NO_STRINGS)
@@ -485,19 +422,11 @@ def _proxy(ld: Loading, node: Node, key: str) -> ProxySpec | None:
         enabled=_get(ld, entries, key, "enabled", _boolean, defaults.enabled),
         bind=bind,
         http_port=_optional(ld, entries, key, "http_port", _port),
-        hosts=tuple(
-            _host(ld, "proxy.hosts", ld.line(f"proxy.hosts[{index}]"), host)
-            for index, host in enumerate(hosts)
-        ),
+        hosts=tuple(_host(ld, "proxy.hosts", ld.line(f"proxy.hosts[{index}]"), host)
+                    for index, host in enumerate(hosts)),
         wait_seconds=_get(ld, entries, key, "wait_seconds", _seconds, defaults.wait_seconds),
-        upstream_timeout_seconds=_get(
-            ld,
-            entries,
-            key,
-            "upstream_timeout_seconds",
-            _seconds,
-            defaults.upstream_timeout_seconds,
-        ),
+        upstream_timeout_seconds=_get(ld, entries, key, "upstream_timeout_seconds", _seconds,
+                                      defaults.upstream_timeout_seconds),
     )
 
 
@@ -508,11 +437,8 @@ def _route(ld: Loading, key: str, node: Node) -> RouteSpec | None:
         return None
     path = _optional(ld, entries, key, "path", _string)
     if path is not None and not path.startswith("/"):
-        ld.error(
-            _join(key, "path"),
-            ld.line(_join(key, "path")),
-            f"expected a path starting with '/', got string {path!r}",
-        )
+        ld.error(_join(key, "path"), ld.line(_join(key, "path")),
+                 f"expected a path starting with '/', got string {path!r}")
     host = _optional(ld, entries, key, "host", _string)
     service = _optional(ld, entries, key, "service", _string)
     static = _optional(ld, entries, key, "static", _string)
@@ -523,16 +449,12 @@ def _route(ld: Loading, key: str, node: Node) -> RouteSpec | None:
         ld.error(key, line, "expected 'path', 'host' or both, to say which requests it takes")
     strip_prefix = _get(ld, entries, key, "strip_prefix", _boolean, False)
     if strip_prefix and path is None:
-        ld.warn(
-            _join(key, "strip_prefix"),
-            ld.line(_join(key, "strip_prefix")),
-            "has no effect without 'path'",
-        )
+        ld.warn(_join(key, "strip_prefix"), ld.line(_join(key, "strip_prefix")),
+                "has no effect without 'path'")
     return RouteSpec(
         path=None if path is None else path.rstrip("/") or "/",
-        host=None
-        if host is None
-        else _host(ld, _join(key, "host"), ld.line(_join(key, "host")), host),
+        host=None if host is None else _host(ld, _join(key, "host"), ld.line(_join(key, "host")),
+                                             host),
         service=service,
         static=None if static is None else ld.root / Path(static).expanduser(),
         strip_prefix=strip_prefix,

@@ -54,12 +54,8 @@ def test_read_env_file_that_is_not_utf8(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "prefix"),
-    [
-        ("web", "DEVSTACK_WEB"),
-        ("web-app", "DEVSTACK_WEB_APP"),
-        ("Api2", "DEVSTACK_API2"),
-        ("a_b", "DEVSTACK_A_B"),
-    ],
+    [("web", "DEVSTACK_WEB"), ("web-app", "DEVSTACK_WEB_APP"), ("Api2", "DEVSTACK_API2"),
+     ("a_b", "DEVSTACK_A_B")],
 )
 def test_service_variable_prefix(name: str, prefix: str) -> None:
     assert service_variable_prefix(name) == prefix

@@ -66,14 +66,12 @@ def error_table() -> list[object]:
         )
         for name, row in rows.items()
     ]
-    params.append(
-        pytest.param(
-            "services:\n\tweb: {}\n",
-            "devstack.yaml:2: invalid YAML: found character '\\t' that cannot start any token; "
-            "indent with spaces",
-            id="yaml-tab",
-        )
-    )
+    params.append(pytest.param(
+        "services:\n\tweb: {}\n",
+        "devstack.yaml:2: invalid YAML: found character '\\t' that cannot start any token; "
+        "indent with spaces",
+        id="yaml-tab",
+    ))
     return params
 
 
@@ -108,20 +106,12 @@ def test_one_problem_raises_a_single_manifest_error(project: Path) -> None:
 
 @pytest.mark.parametrize(
     ("port", "protocol"),
-    [
-        (22, "SSH (ssh)"),
-        (25, "SMTP (smtp)"),
-        (53, "DNS (domain)"),
-        (80, "HTTP (http)"),
-        (443, "HTTPS (https)"),
-    ],
+    [(22, "SSH (ssh)"), (25, "SMTP (smtp)"), (53, "DNS (domain)"), (80, "HTTP (http)"),
+     (443, "HTTPS (https)")],
 )
 @pytest.mark.parametrize("services_database", [True, False], ids=["system", "built-in"])
 def test_low_port_warns_with_protocol(
-    project: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    port: int,
-    protocol: str,
+    project: Path, monkeypatch: pytest.MonkeyPatch, port: int, protocol: str,
     services_database: bool,
 ) -> None:
     if not services_database:
@@ -175,11 +165,7 @@ def test_defaults(project: Path) -> None:
     assert spec.routes == ()
     web = spec.services["web"]
     assert (web.name, web.command, web.cwd, web.port, dict(web.env)) == (
-        "web",
-        "python app.py",
-        project,
-        None,
-        {},
+        "web", "python app.py", project, None, {},
     )
     assert (web.env_files, web.depends_on, web.watch) == ((), (), ())
     assert web.restart is RestartPolicy.ON_FAILURE
@@ -228,25 +214,15 @@ def test_every_key(project: Path) -> None:
     )
     spec = load_text(source, MANIFEST).spec
     assert spec.proxy == ProxySpec(
-        port=8443,
-        enabled=False,
-        bind=("127.0.0.1",),
-        http_port=8081,
-        hosts=("myapp.test",),
-        wait_seconds=2.5,
-        upstream_timeout_seconds=10.0,
+        port=8443, enabled=False, bind=("127.0.0.1",), http_port=8081, hosts=("myapp.test",),
+        wait_seconds=2.5, upstream_timeout_seconds=10.0,
     )
     simon = spec.services["simon"]
     assert simon.cwd == project / "simon"
     assert simon.port == 3000
     assert dict(simon.env) == {
-        "FROM_FILE": "1",
-        "SHARED": "env",
-        "LATER": "yes",
-        "DEBUG": "true",
-        "VERSION": "1.10",
-        "RETRIES": "3",
-        "NAME": "simon",
+        "FROM_FILE": "1", "SHARED": "env", "LATER": "yes",
+        "DEBUG": "true", "VERSION": "1.10", "RETRIES": "3", "NAME": "simon",
     }
     assert simon.env_files == (project / ".env", project / "extra.env")
     assert simon.depends_on == ("db",)
@@ -259,7 +235,8 @@ def test_every_key(project: Path) -> None:
     assert (db.restart, db.health) == (RestartPolicy.NEVER, HealthSpec(enabled=False))
     assert spec.routes == (
         RouteSpec(path="/api", service="simon", strip_prefix=True, line=26),
-        RouteSpec(path="/", host="startup.localhost", static=project / "simon" / "public", line=29),
+        RouteSpec(path="/", host="startup.localhost", static=project / "simon" / "public",
+                  line=29),
     )
 
 
@@ -366,7 +343,9 @@ def test_messages_name_the_file_as_given(project: Path) -> None:
 def test_devstack_yml_beside_devstack_yaml_is_ignored_with_a_warning(project: Path) -> None:
     (project / "devstack.yaml").write_text(text(WEB))
     (project / "devstack.yml").write_text("nonsense: [")
-    assert load(MANIFEST).warnings == ("devstack.yml: ignored, devstack.yaml beside it is used",)
+    assert load(MANIFEST).warnings == (
+        "devstack.yml: ignored, devstack.yaml beside it is used",
+    )
 
 
 def test_missing_file(project: Path) -> None:
@@ -427,10 +406,7 @@ def test_procfile(project: Path) -> None:
     assert list(spec.services) == ["web", "worker"]
     web = spec.services["web"]
     assert (web.command, web.cwd, web.port, web.line) == (
-        "python app.py --port $PORT",
-        project,
-        None,
-        2,
+        "python app.py --port $PORT", project, None, 2,
     )
     assert dict(web.env) == {"DEBUG": "1", "QUOTED": "a b"}
     assert web.env_files == (project / ".env",)
