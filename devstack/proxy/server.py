@@ -257,12 +257,9 @@ class Proxy:
     async def _redirect(self, request: web.BaseRequest) -> web.StreamResponse:
         """Plain HTTP: send the client to the same URL over https on the proxy's port, and
         close the connection."""
-        try:
-            routed = self._admit(request)
-        except BadRequest as refused:
-            return refusal_page(request, refused)
-        if not routed.is_allowed:
-            return pages.forbidden_host_page(request, routed.host)
+        routed = self._admit(request)
+        if isinstance(routed, web.StreamResponse):
+            return routed
         netloc = routed.host if self.port == 443 else f"{routed.host}:{self.port}"
         path_qs = "/" if routed.target.is_asterisk else routed.target.path_qs
         location = f"https://{netloc}{path_qs}"
@@ -290,21 +287,26 @@ class Proxy:
         )
         return response
 
-    def _admit(self, request: web.BaseRequest) -> Routed:
+    def _admit(self, request: web.BaseRequest) -> Routed | web.StreamResponse:
         """The request's target and Host checked and resolved (:meth:`RouteTable.route`, the
-        rules the fast lane follows too); :class:`BadRequest` for what is refused."""
-        check_framing(request.version, has_transfer_encoding=_TRANSFER_ENCODING in request.headers)
+        rules the fast lane follows too), or the page refusing it."""
         hosts = request.headers.getall(_HOST, ())
         host = hosts[0] if len(hosts) == 1 else None
-        return self._table.route(request.method, request.raw_path, host)
-
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
-            routed = self._admit(request)
+            check_framing(
+                request.version, has_transfer_encoding=_TRANSFER_ENCODING in request.headers
+            )
+            routed = self._table.route(request.method, request.raw_path, host)
         except BadRequest as refused:
             return refusal_page(request, refused)
         if not routed.is_allowed:
             return pages.forbidden_host_page(request, routed.host)
+        return routed
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        routed = self._admit(request)
+        if isinstance(routed, web.StreamResponse):
+            return routed
         if routed.target.is_asterisk:
             return options_answer()
         match = routed.match
