@@ -69,3 +69,8 @@ class ServiceDirectory(Protocol):
         """Return as soon as ``name`` is ready, or is in a state it will not leave by itself
         (failed, crashed, done, stopped), or ``timeout`` seconds passed: the latest snapshot."""
         ...
+
+    async def changed(self) -> None:
+        """Return at the next change of any service's status. Changes in quick succession may
+        wake a waiter once: read the snapshots with :meth:`status` afterwards."""
+        ...

@@ -25,6 +25,21 @@ class RestartPolicy(enum.StrEnum):
     NEVER = "never"
 
 
+class ReloadMode(enum.StrEnum):
+    """How a service is reloaded when a file it watches changes."""
+
+    RESTART = "restart"
+    """Stop the old process (in-flight requests finish), start the new one; requests that
+    arrive meanwhile wait in the proxy."""
+    BLUE_GREEN = "blue-green"
+    """Start the new process on a fresh port while the old one serves; switch when it is ready,
+    then drain the old one. A new process that fails leaves the old one in service."""
+
+
+DEFAULT_WATCH = ("**/*",)
+"""Everything under the service's ``cwd`` (minus the ignored folders and files)."""
+
+
 class ManifestKind(enum.StrEnum):
     YAML = "devstack.yaml"
     PROCFILE = "Procfile"
@@ -53,7 +68,14 @@ class ServiceSpec:
     restart: RestartPolicy = RestartPolicy.ON_FAILURE
     stop_timeout_seconds: float = DEFAULT_STOP_TIMEOUT_SECONDS
     health: HealthSpec = field(default_factory=HealthSpec)
-    watch: tuple[str, ...] = ()
+    watch: tuple[str, ...] = DEFAULT_WATCH
+    """Globs relative to ``cwd`` whose changes reload the service; empty (``watch: false``):
+    never reloaded by an edit."""
+    watch_ignore: tuple[str, ...] = ()
+    """Globs relative to ``cwd`` ignored on top of the defaults and ``.gitignore``."""
+    reload: ReloadMode = ReloadMode.RESTART
+    live_reload: bool = True
+    """Pages this service answers get the browser-reload script."""
     line: int | None = None
     """Line of the service's entry in the manifest, for messages that point back at it."""
 
@@ -68,6 +90,8 @@ class RouteSpec:
     service: str | None = None
     static: Path | None = None
     strip_prefix: bool = False
+    live_reload: bool = True
+    """Pages this route answers get the browser-reload script (``live_reload: false``: never)."""
     line: int | None = None
 
 

@@ -162,6 +162,9 @@ class Supervisor:
             except TimeoutError:
                 return self.status(name)
 
+    async def changed(self) -> None:
+        await self._changed.wait()
+
     # --- requests ----------------------------------------------------------------------------
 
     def post(self, event: Event) -> None:
