@@ -35,7 +35,8 @@ Reading rules worth knowing: top-level keys starting with ``x-`` are ignored (a 
 anchors, merged with ``<<: *name``); a key with an empty value (``port:``) means its default;
 strings are never taken for numbers (``port: "3000"`` is an error); ``env`` values are kept as
 written (``1.10`` stays ``1.10``), booleans become ``true`` / ``false``; ``cwd``, ``env_file`` and
-``static`` are relative to the manifest's folder, ``watch`` patterns to the service's ``cwd``.
+``static`` are relative to the manifest's folder, ``watch`` and ``watch_ignore`` globs to the
+service's ``cwd`` (``watch`` absent: everything there; ``watch: false``: nothing).
 
 Without a ``devstack.yaml`` a ``Procfile`` is read: one service per ``name: command`` line, all
 running in the Procfile's folder with ``.env`` beside it (if any) as their environment, no

@@ -9,12 +9,13 @@ Problems are collected rather than raised, so that one pass reports them all.
 from __future__ import annotations
 
 import difflib
+import enum
 import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
 import yaml
@@ -23,9 +24,11 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from devstack.errors import ManifestError, ManifestErrors
 from devstack.manifest.spec import (
     DEFAULT_STOP_TIMEOUT_SECONDS,
+    DEFAULT_WATCH,
     HealthSpec,
     ManifestKind,
     ProxySpec,
+    ReloadMode,
     RestartPolicy,
     RouteSpec,
     ServiceSpec,
@@ -36,9 +39,10 @@ TOP_KEYS = ("services", "proxy", "routes")
 PROXY_KEYS = ("port", "enabled", "bind", "http_port", "hosts", "wait_seconds",
               "upstream_timeout_seconds")
 SERVICE_KEYS = ("command", "cwd", "port", "env", "env_file", "depends_on", "restart",
-                "stop_timeout_seconds", "health", "watch")
+                "stop_timeout_seconds", "health", "watch", "watch_ignore", "reload",
+                "live_reload")
 HEALTH_KEYS = ("path", "interval_seconds", "timeout_seconds")
-ROUTE_KEYS = ("path", "host", "service", "static", "strip_prefix")
+ROUTE_KEYS = ("path", "host", "service", "static", "strip_prefix", "live_reload")
 
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _HOST_NAME = re.compile(r"[a-z0-9*_-][a-z0-9*_.-]*")
@@ -49,6 +53,7 @@ _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 _NO_STRINGS: tuple[str, ...] = ()
 
 T = TypeVar("T")
+E = TypeVar("E", bound=enum.StrEnum)
 Entries = Mapping[str, tuple[Node, Node]]
 """A mapping's entries by name: (key node, value node)."""
 
@@ -259,16 +264,58 @@ def _strings(ld: Loading, node: Node, key: str) -> tuple[str, ...] | None:
     return tuple(values) if len(values) == len(items) else None
 
 
-def _restart(ld: Loading, node: Node, key: str) -> RestartPolicy | None:
-    choices = [policy.value for policy in RestartPolicy]
-    text = node.value if isinstance(node, ScalarNode) and _tag(node) == "str" else None
-    if text in choices:
-        return RestartPolicy(text)
-    close = _close(text, choices) if text else []
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    expected = f"expected one of {', '.join(choices)}"
-    ld.error(key, line_of(node), f"{expected}, got {describe(node)}{hint}")
-    return None
+def _choice(kind: type[E]) -> Callable[[Loading, Node, str], E | None]:
+    """A reader for one of the values of the enum ``kind`` (``restart``, ``reload``)."""
+
+    def read(ld: Loading, node: Node, key: str) -> E | None:
+        choices = [member.value for member in kind]
+        text = node.value if isinstance(node, ScalarNode) and _tag(node) == "str" else None
+        if text in choices:
+            return kind(text)
+        close = _close(text, choices) if text else []
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        expected = f"expected one of {', '.join(choices)}"
+        ld.error(key, line_of(node), f"{expected}, got {describe(node)}{hint}")
+        return None
+
+    return read
+
+
+_restart = _choice(RestartPolicy)
+_reload = _choice(ReloadMode)
+
+
+def _globs(ld: Loading, node: Node, key: str) -> tuple[str, ...] | None:
+    """A glob or a list of globs, relative to the service's ``cwd``, gitignore-style."""
+    items = node.value if isinstance(node, SequenceNode) else [node]
+    values = []
+    for index, item in enumerate(items):
+        item_key = f"{key}[{index}]"
+        if not (isinstance(item, ScalarNode) and _tag(item) == "str"):
+            ld.error(key, line_of(item), "expected a glob such as '*.py' or a list of globs "
+                     f"(relative to the service's cwd), got {describe(item)}")
+            continue
+        ld.lines[item_key] = line_of(item)
+        glob = str(item.value)
+        if not glob.strip():
+            ld.error(key, line_of(item), "expected a glob such as '*.py', got an empty string")
+        elif ".." in PurePosixPath(glob).parts:
+            ld.error(key, line_of(item), f"{glob!r} leaves the service's folder; globs are "
+                     "relative to its cwd: set cwd to a folder that holds all it watches")
+        else:
+            values.append(glob)
+    return tuple(values) if len(values) == len(items) else None
+
+
+def _watch(ld: Loading, node: Node, key: str) -> tuple[str, ...] | None:
+    """``false`` (never reloaded by an edit), ``true`` (everything), or globs."""
+    if isinstance(node, ScalarNode) and _tag(node) == "bool":
+        return DEFAULT_WATCH if _CONSTRUCTOR.construct_yaml_bool(node) else ()
+    if isinstance(node, ScalarNode) and _tag(node) != "str":
+        ld.error(key, line_of(node), "expected a glob such as '*.py', a list of globs "
+                 f"(relative to the service's cwd) or false, got {describe(node)}")
+        return None
+    return _globs(ld, node, key)
 
 
 def _env(ld: Loading, node: Node, key: str) -> dict[str, str] | None:
@@ -391,7 +438,10 @@ def _service(ld: Loading, name: str, knode: Node, node: Node) -> ServiceSpec | N
         stop_timeout_seconds=_get(ld, entries, key, "stop_timeout_seconds", _seconds,
                                   DEFAULT_STOP_TIMEOUT_SECONDS),
         health=_get(ld, entries, key, "health", _health, HealthSpec()),
-        watch=_get(ld, entries, key, "watch", _strings, _NO_STRINGS),
+        watch=_get(ld, entries, key, "watch", _watch, DEFAULT_WATCH),
+        watch_ignore=_get(ld, entries, key, "watch_ignore", _globs, _NO_STRINGS),
+        reload=_get(ld, entries, key, "reload", _reload, ReloadMode.RESTART),
+        live_reload=_get(ld, entries, key, "live_reload", _boolean, True),
         line=line,
     )
 
@@ -458,5 +508,6 @@ def _route(ld: Loading, key: str, node: Node) -> RouteSpec | None:
         service=service,
         static=None if static is None else ld.root / Path(static).expanduser(),
         strip_prefix=strip_prefix,
+        live_reload=_get(ld, entries, key, "live_reload", _boolean, True),
         line=line,
     )

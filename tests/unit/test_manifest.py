@@ -17,9 +17,11 @@ import yaml
 from devstack.errors import ManifestError, ManifestErrors
 from devstack.manifest.loader import find_manifest, load, load_text
 from devstack.manifest.spec import (
+    DEFAULT_WATCH,
     HealthSpec,
     ManifestKind,
     ProxySpec,
+    ReloadMode,
     RestartPolicy,
     RouteSpec,
 )
@@ -167,7 +169,10 @@ def test_defaults(project: Path) -> None:
     assert (web.name, web.command, web.cwd, web.port, dict(web.env)) == (
         "web", "python app.py", project, None, {},
     )
-    assert (web.env_files, web.depends_on, web.watch) == ((), (), ())
+    assert (web.env_files, web.depends_on) == ((), ())
+    assert (web.watch, web.watch_ignore, web.reload, web.live_reload) == (
+        DEFAULT_WATCH, (), ReloadMode.RESTART, True,
+    )
     assert web.restart is RestartPolicy.ON_FAILURE
     assert web.stop_timeout_seconds == 5.0
     assert web.health == HealthSpec()
@@ -199,6 +204,9 @@ def test_every_key(project: Path) -> None:
             stop_timeout_seconds: 1
             health: {path: /healthz, interval_seconds: 0.1, timeout_seconds: 5}
             watch: "**/*.py"
+            watch_ignore: [server.log, "tmp/"]
+            reload: blue-green
+            live_reload: false
           db:
             command: postgres
             restart: never
@@ -210,6 +218,7 @@ def test_every_key(project: Path) -> None:
           - host: Startup.Localhost
             path: /
             static: simon/public
+            live_reload: false
         """
     )
     spec = load_text(source, MANIFEST).spec
@@ -230,13 +239,15 @@ def test_every_key(project: Path) -> None:
     assert simon.stop_timeout_seconds == 1.0
     assert simon.health == HealthSpec(path="/healthz", interval_seconds=0.1, timeout_seconds=5.0)
     assert simon.watch == ("**/*.py",)
+    assert simon.watch_ignore == ("server.log", "tmp/")
+    assert (simon.reload, simon.live_reload) == (ReloadMode.BLUE_GREEN, False)
     assert simon.line == 10
     db = spec.services["db"]
     assert (db.restart, db.health) == (RestartPolicy.NEVER, HealthSpec(enabled=False))
     assert spec.routes == (
-        RouteSpec(path="/api", service="simon", strip_prefix=True, line=26),
+        RouteSpec(path="/api", service="simon", strip_prefix=True, line=29),
         RouteSpec(path="/", host="startup.localhost", static=project / "simon" / "public",
-                  line=29),
+                  live_reload=False, line=32),
     )
 
 
@@ -262,7 +273,34 @@ def test_empty_values_mean_defaults(project: Path) -> None:
     spec = load_text(source, MANIFEST).spec
     assert spec.proxy == ProxySpec()
     assert spec.services["web"].port is None
+    assert spec.services["web"].watch == DEFAULT_WATCH
     assert spec.routes == ()
+
+
+@pytest.mark.parametrize(
+    ("watch", "expected"),
+    [
+        ("", DEFAULT_WATCH),
+        ("true", DEFAULT_WATCH),
+        ("false", ()),
+        ("[]", ()),
+        ('"*.py"', ("*.py",)),
+        ('["*.py", "templates/**/*.html", "/config.toml"]',
+         ("*.py", "templates/**/*.html", "/config.toml")),
+        ('"src/"', ("src/",)),
+    ],
+)
+def test_watch_forms(project: Path, watch: str, expected: tuple[str, ...]) -> None:
+    spec = load_text(text(WEB) + f"    watch: {watch}\n", MANIFEST).spec
+    assert spec.services["web"].watch == expected
+
+
+def test_watch_items_keep_their_lines(project: Path) -> None:
+    source = text(WEB) + '    watch_ignore:\n      - "*.log"\n      - 5\n'
+    assert error_of(source) == (
+        "devstack.yaml:6: services.web.watch_ignore: expected a glob such as '*.py' or a list "
+        "of globs (relative to the service's cwd), got integer 5"
+    )
 
 
 def test_anchors_merge_keys_and_x_extensions(project: Path) -> None:
@@ -410,6 +448,7 @@ def test_procfile(project: Path) -> None:
     )
     assert dict(web.env) == {"DEBUG": "1", "QUOTED": "a b"}
     assert web.env_files == (project / ".env",)
+    assert (web.watch, web.watch_ignore) == (DEFAULT_WATCH, ())  # everything under the folder
     assert spec.services["worker"].line == 4
 
 
