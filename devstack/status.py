@@ -19,7 +19,11 @@ class ServiceState(enum.StrEnum):
     READY = "ready"
     BACKOFF = "backoff"
     """Exited; will be started again after a delay."""
+    RESTARTING = "restarting"
+    """The old process is stopping to make way for a new one (a restart, or a reload in
+    ``reload: restart`` mode): requests wait for the new one instead of failing."""
     STOPPING = "stopping"
+    """Stopping for good (a stop, or the shutdown)."""
     STOPPED = "stopped"
     """Stopped by devstack or the user."""
     DONE = "done"
@@ -36,7 +40,17 @@ class ServiceState(enum.StrEnum):
     @property
     def is_coming(self) -> bool:
         """Not serving now, but expected to be soon: a request may wait for it."""
-        return self in (ServiceState.PENDING, ServiceState.STARTING, ServiceState.BACKOFF)
+        return self in (
+            ServiceState.PENDING,
+            ServiceState.STARTING,
+            ServiceState.BACKOFF,
+            ServiceState.RESTARTING,
+        )
+
+    @property
+    def is_stopping(self) -> bool:
+        """Its process was asked to stop and has not exited yet."""
+        return self in (ServiceState.STOPPING, ServiceState.RESTARTING)
 
 
 @dataclass(frozen=True)
@@ -50,12 +64,22 @@ class ServiceStatus:
     exit_code: int | None = None
     restarts: int = 0
     reason: str | None = None
-    """Why it is in this state, in words (``exited with code 1``, ``command not found: x``)."""
+    """Why it is in this state, in words (``exited with code 1``, ``command not found: x``).
+
+    On a READY service (otherwise never set there): the latest reload's new version failed to
+    start (``reload: blue-green``) and the previous version still serves; ``last_lines`` are
+    then the failed attempt's. A reader shows the failure whenever ``reason`` is set, whatever
+    the state, and clears it once the service is ready with no reason."""
     last_lines: tuple[str, ...] = ()
 
     @property
     def is_ready(self) -> bool:
         return self.state is ServiceState.READY
+
+    @property
+    def has_failed_reload(self) -> bool:
+        """Serving the previous version because the new one failed to start (blue-green)."""
+        return self.state is ServiceState.READY and self.reason is not None
 
 
 class ServiceDirectory(Protocol):
@@ -67,7 +91,9 @@ class ServiceDirectory(Protocol):
 
     async def wait_ready(self, name: str, timeout: float) -> ServiceStatus:
         """Return as soon as ``name`` is ready, or is in a state it will not leave by itself
-        (failed, crashed, done, stopped), or ``timeout`` seconds passed: the latest snapshot."""
+        (failed, crashed, done, stopped), or ``timeout`` seconds passed: the latest snapshot.
+        A service restarting or reloading is waited for (it is coming back); one stopping for
+        good is waited for until it has stopped."""
         ...
 
     async def changed(self) -> None:

@@ -1,8 +1,9 @@
 """What the supervisor reacts to: typed, frozen, past-tense events, and the clock it reads.
 
 Exit watchers, readiness probes and backoff timers post *what happened*
-(``ProcessExited``); users, the proxy and, later, a control socket post *what is asked*
-(``RestartRequested``). :meth:`devstack.run.supervisor.Supervisor._handle` is the one consumer.
+(``ProcessExited``); users, the file watcher and, later, a control socket post *what is
+asked* (``RestartRequested``, ``ReloadRequested``).
+:meth:`devstack.run.supervisor.Supervisor._handle` is the one consumer.
 """
 
 from __future__ import annotations
@@ -61,6 +62,13 @@ class RestartRequested(NamedTuple):
     name: str
 
 
+class ReloadRequested(NamedTuple):
+    """Files the service watches changed (``files``: their paths, as the watcher saw them)."""
+
+    name: str
+    files: tuple[str, ...]
+
+
 class ShutdownRequested(NamedTuple):
     force: bool = False
 
@@ -76,6 +84,7 @@ Event = (
     | BackoffElapsed
     | StopRequested
     | RestartRequested
+    | ReloadRequested
     | ShutdownRequested
     | ShutdownFinished
 )

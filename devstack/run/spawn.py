@@ -136,13 +136,26 @@ class Spawner:
         self._ports = dict(ports)
         self._base_env = dict(os.environ)
 
+    def port_of(self, name: str) -> int | None:
+        """The port service ``name`` got at the start of the run."""
+        return self._ports.get(name)
+
     def spawn(self, service: ServiceSpec) -> Spawned:
         """Start ``service``'s command; ServiceStartError when it cannot be executed."""
+        return self._spawn(service, self._ports)
+
+    def spawn_on(self, service: ServiceSpec, port: int) -> Spawned:
+        """Start ``service``'s command with ``PORT`` (and its own ``DEVSTACK_<NAME>_PORT``) set to
+        ``port`` instead of the port it got at the start (a blue-green reload). Its peers'
+        environments are not changed: they keep the port the service got at the start."""
+        return self._spawn(service, {**self._ports, service.name: port})
+
+    def _spawn(self, service: ServiceSpec, ports: Mapping[str, int]) -> Spawned:
         return spawn(
             service.name,
             service.command,
             cwd=service.cwd,
-            env=service_environment(service, self._ports, self._base_env),
+            env=service_environment(service, ports, self._base_env),
             guardian=self.guardian,
             stop_timeout_seconds=service.stop_timeout_seconds,
         )

@@ -38,8 +38,9 @@ class StartedProcess(Protocol):
 
 
 class ProcessStarter(Protocol):
-    def start(self, service: ServiceSpec, on_output: OutputHandler) -> StartedProcess:
-        """Start ``service``'s command, its output going to ``on_output`` line by line;
+    def start(self, service: ServiceSpec, port: int, on_output: OutputHandler) -> StartedProcess:
+        """Start ``service``'s command with ``PORT`` set to ``port`` (a blue-green reload starts
+        the new process on a fresh one), its output going to ``on_output`` line by line;
         ServiceStartError when the command cannot be executed."""
         ...
 
@@ -50,10 +51,12 @@ class SpawningStarter:
     def __init__(self, spawner: Spawner) -> None:
         self._spawner = spawner
 
-    def start(self, service: ServiceSpec, on_output: OutputHandler) -> ServiceProcess:
+    def start(self, service: ServiceSpec, port: int, on_output: OutputHandler) -> ServiceProcess:
+        spawner = self._spawner
+        is_home = spawner.port_of(service.name) == port
         return ServiceProcess(
             service.name,
-            self._spawner.spawn(service),
+            spawner.spawn(service) if is_home else spawner.spawn_on(service, port),
             on_output=on_output,
             guardian=self._spawner.guardian,
             stop_timeout_seconds=service.stop_timeout_seconds,

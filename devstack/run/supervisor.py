@@ -1,12 +1,25 @@
 """The state machine of every service: ordered start, readiness, restarts with backoff, stop.
 
 One queue of typed, past-tense events (process exited, became ready, backoff elapsed,
-and the requests a user or a control socket makes) and one handler, :meth:`Supervisor._handle`,
-the only place a service's state moves. Everything slow (watching a process, probing, stopping,
-waiting out a backoff) runs in tasks that post events back. The world comes in through seams:
-processes from a :class:`~devstack.run.starter.ProcessStarter`, readiness from a
-:class:`~devstack.run.readiness.Readiness`, time from a :class:`~devstack.run.events.Clock`; tests
-pass fakes of all three and feed scripted histories through the same queue.
+and the requests a user, the file watcher or a control socket makes) and one handler,
+:meth:`Supervisor._handle`, the only place a service's state moves. Everything slow (watching a
+process, probing, stopping, waiting out a backoff) runs in tasks that post events back. The
+world comes in through seams: processes from a :class:`~devstack.run.starter.ProcessStarter`,
+readiness from a :class:`~devstack.run.readiness.Readiness`, time from a
+:class:`~devstack.run.events.Clock`; tests pass fakes of all three and feed scripted histories
+through the same queue.
+
+Reloads (:meth:`Supervisor.reload`, called by the file watcher) follow the service's
+``reload`` mode. ``restart``: the old process stops (SIGTERM, its in-flight requests finish,
+SIGKILL after ``stop_timeout_seconds``) while the service shows RESTARTING, so the proxy holds
+new requests until the new process is ready. ``blue-green``: the new process starts on a fresh
+port while the old one stays READY and serves; once the new one is ready the service's port
+moves to it and the old one is drained; a new process that exits or is not ready within
+``health.timeout_seconds`` is stopped, and the old one keeps serving with the failure in
+``reason`` (see :attr:`devstack.status.ServiceStatus.reason`). An edit is not a crash: it
+skips the backoff and forgets earlier failures; it starts a failed, crashed or done service
+again (the edit is usually the fix) but never one the user stopped. Dependents are not
+restarted: they keep talking to the service through its port (or the proxy).
 """
 
 from __future__ import annotations
@@ -15,12 +28,13 @@ import asyncio
 import collections
 import functools
 import logging
-from collections.abc import Coroutine, Mapping
+import os
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from devstack.errors import ServiceStartError
-from devstack.manifest.spec import RestartPolicy, ServiceSpec, StackSpec
+from devstack.manifest.spec import ReloadMode, RestartPolicy, ServiceSpec, StackSpec
 from devstack.run.events import (
     BackoffElapsed,
     Clock,
@@ -28,6 +42,7 @@ from devstack.run.events import (
     MonotonicClock,
     ProcessExited,
     ReadinessOverdue,
+    ReloadRequested,
     RestartRequested,
     ServiceBecameReady,
     ShutdownFinished,
@@ -35,6 +50,7 @@ from devstack.run.events import (
     StopRequested,
 )
 from devstack.run.output import Printer
+from devstack.run.ports import pick_free_port
 from devstack.run.readiness import Prober, Readiness
 from devstack.run.restart import Backoff
 from devstack.run.starter import ProcessStarter, StartedProcess
@@ -47,6 +63,19 @@ EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
 SETTLED = (ServiceState.READY, ServiceState.DONE)
 FINAL = (ServiceState.STOPPED, ServiceState.DONE, ServiceState.CRASHED, ServiceState.FAILED)
+NOT_RELOADED = (ServiceState.PENDING, ServiceState.STOPPING, ServiceState.STOPPED)
+"""States an edit leaves alone: not started yet (it will start with the new code), or stopped
+(or stopping) by the user or the shutdown."""
+NAMED_FILES = 3
+"""How many changed files a reload line names."""
+FAILED_LINES = 3
+"""How many of a failed new version's last lines its one-line report quotes."""
+
+Lines = collections.deque[bytes]
+
+
+def _lines() -> Lines:
+    return collections.deque(maxlen=LAST_LINES)
 
 
 @dataclass
@@ -66,9 +95,18 @@ class _Service:
     """The clock's time at the latest start: how long a run lasted decides the backoff."""
     after_exit: ServiceState | None = None
     """What a requested stop leads to: STOPPED, or PENDING to start again (a restart)."""
-    last_lines: collections.deque[bytes] = field(
-        default_factory=lambda: collections.deque(maxlen=LAST_LINES)
-    )
+    last_lines: Lines = field(default_factory=_lines)
+    """The latest lines of the serving process (and of the ones before it, in restart mode)."""
+    reload_started: float | None = None
+    """The clock's time of the reload whose new process is not ready yet: its line says how
+    long the reload took."""
+    candidate: StartedProcess | None = None
+    """Blue-green: the new process starting on :attr:`candidate_port` while the old one serves."""
+    candidate_port: int = 0
+    candidate_lines: Lines = field(default_factory=_lines)
+    failed_lines: tuple[bytes, ...] = ()
+    """Blue-green: the last lines of the new version that failed, shown while the old one serves
+    (with :attr:`reason` saying why)."""
     snapshot: ServiceStatus | None = None
     """The last status handed out, until something about the service changes: the proxy asks
     for it on every request."""
@@ -103,20 +141,26 @@ class Supervisor:
         starter: ProcessStarter,
         readiness: Readiness | None = None,
         clock: Clock | None = None,
+        pick_port: Callable[[Collection[int]], int] = pick_free_port,
     ) -> None:
         """``ports``: the port every service got. ``readiness`` defaults to the real probes,
-        ``clock`` to the monotonic one."""
+        ``clock`` to the monotonic one; ``pick_port`` gives a blue-green reload's new process a
+        free port that is none of those it is given."""
         self.spec = spec
         self._printer = printer
         self._starter = starter
         self._readiness = readiness or Prober()
         self._clock = clock or MonotonicClock()
+        self._pick_port = pick_port
         self._services = {
             name: _Service(spec=s, port=ports[name]) for name, s in spec.services.items()
         }
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._retiring: dict[StartedProcess, asyncio.Task[Any]] = {}
+        """Processes replaced while they ran (a blue-green switch, a superseded new version),
+        being stopped; the shutdown waits for them."""
         self._shutting_down = False
         self._finished = False
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -133,16 +177,17 @@ class Supervisor:
 
     def _snapshot(self, s: _Service) -> ServiceStatus:
         name = s.spec.name
+        lines = s.failed_lines if s.state is ServiceState.READY and s.failed_lines else s.last_lines
         return ServiceStatus(
             name=name,
             state=s.state,
             port=s.port,
             wanted_port=s.spec.port,
-            pid=s.pid if s.state.is_running or s.state is ServiceState.STOPPING else None,
+            pid=s.pid if s.state.is_running or s.state.is_stopping else None,
             exit_code=s.exit_code,
             restarts=s.restarts,
             reason=s.reason,
-            last_lines=tuple(line.decode("utf-8", "replace") for line in s.last_lines),
+            last_lines=tuple(line.decode("utf-8", "replace") for line in lines),
         )
 
     def statuses(self) -> list[ServiceStatus]:
@@ -154,7 +199,7 @@ class Supervisor:
         while True:
             status = self.status(name)
             remaining = deadline - loop.time()
-            if status.is_ready or not status.state.is_coming or remaining <= 0:
+            if status.is_ready or status.state in FINAL or remaining <= 0:
                 return status
             changed = self._changed
             try:
@@ -175,6 +220,12 @@ class Supervisor:
 
     def restart(self, name: str) -> None:
         self.post(RestartRequested(name))
+
+    def reload(self, name: str, files: tuple[str, ...]) -> None:
+        """Files service ``name`` watches changed (``files``, for the message): reload it as
+        its ``reload`` mode says. Safe to call at any time; reloads in quick succession
+        coalesce."""
+        self.post(ReloadRequested(name, files))
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -218,6 +269,8 @@ class Supervisor:
                     self._launch(s)
             case RestartRequested(name):
                 self._on_restart_requested(self._services[name])
+            case ReloadRequested(name, files):
+                self._on_reload_requested(self._services[name], files)
             case StopRequested(name):
                 self._stop(self._services[name], then=ServiceState.STOPPED)
             case ShutdownRequested(force):
@@ -248,13 +301,14 @@ class Supervisor:
     def _launch(self, s: _Service) -> None:
         s.state = ServiceState.STARTING
         s.reason = None
+        s.failed_lines = ()
         s.exit_code = None
         s.attempt += 1
         s.after_exit = None
         s.started_at = self._clock.now()
         name = s.spec.name
         try:
-            s.process = self._starter.start(s.spec, functools.partial(self._on_output, s))
+            s.process = self._start(s, s.port, s.last_lines)
         except ServiceStartError as exc:
             s.process = None
             self._fail(s, str(exc))
@@ -263,22 +317,26 @@ class Supervisor:
         self._printer.system(
             f"{name}: starting (pid {s.process.pid}): {s.spec.command}", service=name
         )
-        self._spawn(self._watch(s, s.process))
+        self._spawn(self._watch(s, s.process, s.port))
 
-    async def _watch(self, s: _Service, process: StartedProcess) -> None:
-        """Probe the process's readiness while it runs; post its exit once its group is gone."""
-        probing = self._spawn(self._probe(s, process))
+    def _start(self, s: _Service, port: int, lines: Lines) -> StartedProcess:
+        return self._starter.start(s.spec, port, functools.partial(self._on_output, s, lines))
+
+    async def _watch(self, s: _Service, process: StartedProcess, port: int) -> None:
+        """Probe the process's readiness on ``port`` while it runs; post its exit once its group
+        is gone."""
+        probing = self._spawn(self._probe(s, process, port))
         returncode = await process.wait()
         probing.cancel()
         await process.stop()  # whatever it left behind in its group goes too
         self.post(ProcessExited(s.spec.name, process.pid, returncode))
 
-    async def _probe(self, s: _Service, process: StartedProcess) -> None:
+    async def _probe(self, s: _Service, process: StartedProcess, port: int) -> None:
         health = s.spec.health
         if health.enabled:  # else: ready once started
             overdue = self._spawn(self._warn_overdue(s, process.pid, health.timeout_seconds))
             try:
-                await self._readiness.wait(health, s.port)
+                await self._readiness.wait(health, port)
             finally:
                 overdue.cancel()
         elapsed = self._clock.now() - process.started_at
@@ -288,30 +346,42 @@ class Supervisor:
         await self._clock.sleep(timeout)
         self.post(ReadinessOverdue(s.spec.name, pid))
 
-    def _on_output(self, s: _Service, lines: list[bytes]) -> None:
+    def _on_output(self, s: _Service, last_lines: Lines, lines: list[bytes]) -> None:
         self._printer.lines(s.spec.name, lines)
-        s.last_lines.extend(lines[-LAST_LINES:])
+        last_lines.extend(lines[-LAST_LINES:])
         s.snapshot = None
 
     def _on_ready(self, s: _Service, pid: int, elapsed: float) -> None:
+        if s.candidate is not None and s.candidate.pid == pid:
+            self._switch(s)
+            return
         if s.pid != pid or s.state is not ServiceState.STARTING:
             return
         s.state = ServiceState.READY
+        name = s.spec.name
+        if s.reload_started is not None:
+            took = self._clock.now() - s.reload_started
+            s.reload_started = None
+            self._printer.system(f"{name}: reloaded in {took * 1000:.0f} ms", service=name)
+            return
         what = "ready" if s.spec.health.enabled else "started"
         self._printer.system(
-            f"{s.spec.name}: {what} in {elapsed * 1000:.0f} ms on port {s.port}",
-            service=s.spec.name,
+            f"{name}: {what} in {elapsed * 1000:.0f} ms on port {s.port}", service=name
         )
 
     def _on_overdue(self, s: _Service, pid: int) -> None:
-        if s.pid != pid or s.state is not ServiceState.STARTING:
-            return
         health = s.spec.health
         probe = (
             f"GET {health.path} did not answer 2xx/3xx"
             if health.path
             else (f"nothing accepts connections on port {s.port}")
         )
+        if s.candidate is not None and s.candidate.pid == pid:
+            probe = probe.replace(f"port {s.port}", f"port {s.candidate_port}")
+            self._reload_failed(s, f"not ready after {health.timeout_seconds:g}s ({probe})")
+            return
+        if s.pid != pid or s.state is not ServiceState.STARTING:
+            return
         self._printer.system(
             f"{s.spec.name}: not ready after {health.timeout_seconds:g}s ({probe}); still waiting. "
             "A service that does not listen can say `health: false`",
@@ -320,6 +390,9 @@ class Supervisor:
         )
 
     def _on_exited(self, s: _Service, pid: int, returncode: int) -> None:
+        if s.candidate is not None and s.candidate.pid == pid:
+            self._reload_failed(s, describe_exit(returncode))
+            return
         if s.pid != pid:
             return
         s.exit_code = returncode
@@ -333,7 +406,12 @@ class Supervisor:
         if self._shutting_down:
             s.state = ServiceState.STOPPED
             return
+        if s.candidate is not None:
+            self._promote(s, returncode)
+            return
         self._on_unexpected_exit(s, returncode)
+        if s.state in FINAL:
+            s.reload_started = None
 
     def _on_unexpected_exit(self, s: _Service, returncode: int) -> None:
         name, policy = s.spec.name, s.spec.restart
@@ -382,25 +460,136 @@ class Supervisor:
             s.backoff.reset()
             s.state = ServiceState.PENDING
 
+    # --- reloads -----------------------------------------------------------------------------
+
+    def _on_reload_requested(self, s: _Service, files: tuple[str, ...]) -> None:
+        name = s.spec.name
+        if self._shutting_down or s.state in NOT_RELOADED:
+            logger.debug("%s: %s; not reloading while %s", name, describe_changes(s.spec, files),
+                         s.state)  # fmt: skip
+            return
+        self._printer.system(f"{name}: reloading ({describe_changes(s.spec, files)})", service=name)
+        s.backoff.reset()  # an edit is not a crash
+        if s.reload_started is None:
+            s.reload_started = self._clock.now()
+        if s.state is ServiceState.READY and s.spec.reload is ReloadMode.BLUE_GREEN:
+            self._start_candidate(s)
+        elif s.state.is_running:
+            self._stop(s, then=ServiceState.PENDING)
+        elif s.state is not ServiceState.RESTARTING:  # else its next process runs the new code
+            s.state = ServiceState.PENDING  # backoff, failed, crashed, done: start it now
+
+    def _start_candidate(self, s: _Service) -> None:
+        """Blue-green: start the new version on a fresh port; the old one keeps serving."""
+        self._retire_candidate(s)
+        avoid = {other.port for other in self._services.values()}
+        avoid.update(spec.port for spec in self.spec.services.values() if spec.port is not None)
+        port = self._pick_port(avoid)
+        lines = _lines()
+        name = s.spec.name
+        try:
+            process = self._start(s, port, lines)
+        except ServiceStartError as exc:
+            self._reload_failed(s, str(exc), lines)
+            return
+        s.candidate, s.candidate_port, s.candidate_lines = process, port, lines
+        self._printer.system(
+            f"{name}: starting the new version on port {port} (pid {process.pid}): "
+            f"{s.spec.command}",
+            service=name,
+        )
+        self._spawn(self._watch(s, process, port))
+
+    def _switch(self, s: _Service) -> None:
+        """Blue-green: the new version is ready; it takes the service's port, the old one is
+        drained."""
+        assert s.candidate is not None
+        old = s.process
+        s.process, s.port, s.last_lines = s.candidate, s.candidate_port, s.candidate_lines
+        s.candidate = None
+        s.started_at = s.process.started_at
+        s.reason, s.failed_lines = None, ()
+        name = s.spec.name
+        took = self._clock.now() - (s.reload_started or s.started_at)
+        s.reload_started = None
+        self._printer.system(
+            f"{name}: reloaded in {took * 1000:.0f} ms on port {s.port}", service=name
+        )
+        if old is not None:
+            self._retire(old)
+
+    def _reload_failed(self, s: _Service, how: str, lines: Lines | None = None) -> None:
+        """Blue-green: the new version did not start; stop it, keep the old one serving, and
+        say so loudly, with its last lines."""
+        lines = s.candidate_lines if lines is None else lines
+        self._retire_candidate(s)
+        s.reload_started = None
+        s.failed_lines = tuple(lines)
+        s.reason = f"reload failed: the new version {how.removeprefix(s.spec.name + ': ')}"
+        quoted = [line.decode("utf-8", "replace").strip() for line in lines]
+        quoted = [line for line in quoted if line][-FAILED_LINES:]
+        said = f" (last output: {' / '.join(quoted)})" if quoted else ""
+        self._printer.system(
+            f"{s.spec.name}: {s.reason}{said}; the previous version keeps serving on port "
+            f"{s.port}",
+            error=True,
+            service=s.spec.name,
+        )
+
+    def _promote(self, s: _Service, returncode: int) -> None:
+        """Blue-green: the old version exited while the new one starts; requests wait for the
+        new one."""
+        assert s.candidate is not None
+        s.process, s.port, s.last_lines = s.candidate, s.candidate_port, s.candidate_lines
+        s.candidate = None
+        s.started_at = s.process.started_at
+        s.state = ServiceState.STARTING
+        self._printer.system(
+            f"{s.spec.name}: the previous version {describe_exit(returncode)} while the new one "
+            "starts; waiting for the new one",
+            error=True,
+            service=s.spec.name,
+        )
+
+    def _retire_candidate(self, s: _Service) -> None:
+        if s.candidate is not None:
+            self._retire(s.candidate)
+            s.candidate = None
+
+    def _retire(self, process: StartedProcess) -> None:
+        """Stop a process that no longer is the service's (its exit is ignored): SIGTERM, so the
+        requests it still answers finish, and SIGKILL after the stop timeout."""
+        task = self._spawn(process.stop())
+        self._retiring[process] = task
+        task.add_done_callback(lambda _: self._retiring.pop(process, None))
+
+    # --- stopping ----------------------------------------------------------------------------
+
     def _stop(self, s: _Service, *, then: ServiceState) -> None:
+        """Stop the service's process; once it exited the service is ``then`` (STOPPED, or
+        PENDING to start again). A stop for good overrides a restart under way."""
+        self._retire_candidate(s)
         if s.state in (ServiceState.PENDING, ServiceState.BACKOFF):
             s.state = ServiceState.STOPPED
             return
         process = s.process
-        if process is None or not (s.state.is_running or s.state is ServiceState.STOPPING):
+        if process is None or not (s.state.is_running or s.state.is_stopping):
             return
-        if s.state is not ServiceState.STOPPING:
-            s.state = ServiceState.STOPPING
-            s.after_exit = then
-        self._spawn(process.stop())  # its exit arrives as ProcessExited
+        was_running = s.state.is_running
+        if then is ServiceState.STOPPED:
+            s.state, s.after_exit = ServiceState.STOPPING, then
+        elif was_running:
+            s.state, s.after_exit = ServiceState.RESTARTING, then
+        if was_running:
+            self._spawn(process.stop())  # its exit arrives as ProcessExited
 
     def _on_shutdown(self, force: bool) -> None:
         if force:
             for s in self._services.values():
-                if s.process is not None and (
-                    s.state.is_running or s.state is ServiceState.STOPPING
-                ):
+                if s.process is not None and (s.state.is_running or s.state.is_stopping):
                     self._spawn(s.process.stop(force=True))
+            for process in list(self._retiring):
+                self._spawn(process.stop(force=True))
         if self._shutting_down:
             return
         self._shutting_down = True
@@ -411,6 +600,7 @@ class Supervisor:
             for name in wave:
                 self.post(StopRequested(name))  # states move only in _handle
             await asyncio.gather(*(self._settled(name) for name in wave))
+        await asyncio.gather(*self._retiring.values(), return_exceptions=True)
         self.post(ShutdownFinished())
 
     async def _settled(self, name: str) -> None:
@@ -430,6 +620,25 @@ class Supervisor:
                 return
         if self._shutting_down:
             self.started.cancel()
+
+
+def describe_changes(spec: ServiceSpec, files: tuple[str, ...]) -> str:
+    """``server.py changed``, ``3 files changed: a.py, b.py, c.py`` (paths under the service's
+    folder relative to it; at most :data:`NAMED_FILES` named)."""
+    names = [_shown_path(spec, path) for path in files]
+    if not names:
+        return "reload requested"
+    if len(names) == 1:
+        return f"{names[0]} changed"
+    shown = ", ".join(names[:NAMED_FILES]) + (", ..." if len(names) > NAMED_FILES else "")
+    return f"{len(names)} files changed: {shown}"
+
+
+def _shown_path(spec: ServiceSpec, path: str) -> str:
+    if not os.path.isabs(path):
+        return path
+    relative = os.path.relpath(path, spec.cwd)
+    return path if relative.startswith("..") else relative
 
 
 def describe_exit(returncode: int) -> str:

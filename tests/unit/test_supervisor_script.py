@@ -14,17 +14,23 @@ import io
 import itertools
 import re
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 
 import pytest
 
 from devstack.errors import ServiceStartError
-from devstack.manifest.spec import HealthSpec, RestartPolicy, ServiceSpec, StackSpec
+from devstack.manifest.spec import (
+    HealthSpec,
+    ReloadMode,
+    RestartPolicy,
+    ServiceSpec,
+    StackSpec,
+)
 from devstack.run.events import ProcessExited, ServiceBecameReady, StopRequested
 from devstack.run.output import Printer
 from devstack.run.process import OutputHandler
-from devstack.run.supervisor import Supervisor
+from devstack.run.supervisor import Supervisor, describe_changes
 from devstack.status import ServiceState, ServiceStatus
 from tests.clock import ManualClock
 
@@ -32,10 +38,13 @@ TURNS = 200
 """How many turns of the event loop a history step may take: far more than any needs."""
 FIRST_PORT = 41000
 """Ports only printed and handed to the fake readiness: nothing binds or connects."""
+FIRST_PICKED_PORT = 42000
+"""The first port the fake port picker hands a blue-green reload's new version."""
 
 PENDING, STARTING, READY = ServiceState.PENDING, ServiceState.STARTING, ServiceState.READY
 BACKOFF, STOPPING, STOPPED = ServiceState.BACKOFF, ServiceState.STOPPING, ServiceState.STOPPED
-DONE, FAILED = ServiceState.DONE, ServiceState.FAILED
+DONE, FAILED, CRASHED = ServiceState.DONE, ServiceState.FAILED, ServiceState.CRASHED
+RESTARTING = ServiceState.RESTARTING
 
 
 async def settle() -> None:
@@ -60,9 +69,17 @@ class FakeProcess:
     """A started process that does what the test says, when the test says it."""
 
     def __init__(
-        self, pid: int, started_at: float, on_output: OutputHandler, *, exits_on_stop: bool
+        self,
+        pid: int,
+        port: int,
+        started_at: float,
+        on_output: OutputHandler,
+        *,
+        exits_on_stop: bool,
     ) -> None:
         self.pid = pid
+        self.port = port
+        """The ``PORT`` it was started with."""
         self.started_at = started_at
         self.stops: list[bool] = []
         """One entry per stop asked while it ran: whether it was forced."""
@@ -106,14 +123,14 @@ class FakeStarter:
         self._missing = missing
         self._pids = itertools.count(101)
 
-    def start(self, service: ServiceSpec, on_output: OutputHandler) -> FakeProcess:
+    def start(self, service: ServiceSpec, port: int, on_output: OutputHandler) -> FakeProcess:
         if service.command in self._missing:
             raise ServiceStartError(
                 f"{service.name}: command not found: {service.command} (command: "
                 f"{service.command}); check the spelling, the service's cwd and PATH"
             )
         process = FakeProcess(
-            next(self._pids), self.clock.now(), on_output, exits_on_stop=self._exits_on_stop
+            next(self._pids), port, self.clock.now(), on_output, exits_on_stop=self._exits_on_stop
         )
         self.started.append((service.name, process))
         return process
@@ -161,6 +178,9 @@ class Script:
         self.clock = ManualClock()
         self.starter = FakeStarter(self.clock, exits_on_stop=exits_on_stop, missing=missing)
         self.readiness = FakeReadiness()
+        self.avoided: list[frozenset[int]] = []
+        """The ports each pick had to avoid."""
+        self._picks = itertools.count(FIRST_PICKED_PORT)
         self._out = io.BytesIO()
         printer = Printer(self.spec.services, stream=self._out, colour=False)
         self.supervisor = Supervisor(
@@ -170,9 +190,14 @@ class Script:
             starter=self.starter,
             readiness=self.readiness,
             clock=self.clock,
+            pick_port=self._pick_port,
         )
         self.running: asyncio.Future[None] | None = None
         """The supervisor's :meth:`~Supervisor.run`, once :func:`play` has started it."""
+
+    def _pick_port(self, avoid: Collection[int]) -> int:
+        self.avoided.append(frozenset(avoid))
+        return next(self._picks)
 
     def status(self, name: str) -> ServiceStatus:
         return self.supervisor.status(name)
@@ -195,11 +220,17 @@ class Script:
         return self.status(name)
 
     async def answer(self, name: str) -> ServiceStatus:
-        """``name``'s readiness probe passes; wait for the supervisor to see it ready."""
-        port = self.ports[name]
+        """``name``'s latest process passes its readiness probe; wait for the supervisor to see
+        the service ready on it."""
+        process = self.process(name)
+        port = process.port
         await until(lambda: self.readiness.is_waiting(port), f"a readiness probe of {name}")
         self.readiness.answer(port)
-        return await self.reaches(name, READY)
+        await until(
+            lambda: self.status(name).is_ready and self.status(name).pid == process.pid,
+            f"{name} to be ready on pid {process.pid}",
+        )
+        return self.status(name)
 
     async def crash(self, name: str, returncode: int = 1) -> ServiceStatus:
         """``name``'s process exits; wait for the supervisor to have handled it."""
@@ -217,6 +248,7 @@ def service(
     command: str | None = None,
     restart: RestartPolicy = RestartPolicy.ON_FAILURE,
     health: HealthSpec | None = None,
+    reload: ReloadMode = ReloadMode.RESTART,
 ) -> ServiceSpec:
     return ServiceSpec(
         name=name,
@@ -225,6 +257,7 @@ def service(
         depends_on=depends_on,
         restart=restart,
         health=health or HealthSpec(),
+        reload=reload,
     )
 
 
@@ -502,7 +535,7 @@ def test_an_exit_of_a_replaced_process_is_ignored() -> None:
         await script.answer("web")
         old = script.process("web")
         script.supervisor.restart("web")
-        await script.reaches("web", STOPPING)
+        await script.reaches("web", RESTARTING)
         assert old.stops == [False]
         await script.reaches("web", STARTING)
         await script.answer("web")
@@ -569,3 +602,228 @@ def test_a_forced_shutdown_kills_every_running_process() -> None:
         assert script.process("db").stops == [True]
 
     play(history, service("web", "db"), service("db"), exits_on_stop=False)
+
+
+# --- reloads (reload: restart) ---------------------------------------------------------------
+
+
+def test_a_reload_stops_the_old_process_and_requests_wait_for_the_new_one() -> None:
+    async def history(script: Script) -> None:
+        await script.reaches("web", STARTING)
+        await script.answer("web")
+        old = script.process("web")
+        script.supervisor.reload("web", ("/nowhere/server.py",))
+        reloading = await script.reaches("web", RESTARTING)
+        assert reloading.pid == old.pid, "the old process still answers its requests"
+        assert reloading.state.is_coming
+        assert old.stops == [False], "SIGTERM (escalating after the stop timeout), not a kill"
+        waiting = asyncio.ensure_future(script.supervisor.wait_ready("web", 30))
+        await settle()
+        assert not waiting.done(), "a request during the reload must wait for the new process"
+        old.exit(-signal.SIGTERM)
+        new = await script.reaches("web", STARTING)
+        assert new.pid == 102
+        assert not waiting.done()
+        script.clock.advance(0.312)
+        await script.answer("web")
+        assert (await waiting).pid == 102
+        assert script.lines[-3:] == [
+            "devstack | web: reloading (server.py changed)",
+            "devstack | web: starting (pid 102): serve web",
+            "devstack | web: reloaded in 312 ms",
+        ]
+        assert script.status("web").restarts == 0, "a reload is not a crash"
+
+    play(history, service("web"), exits_on_stop=False)
+
+
+@pytest.mark.parametrize(
+    ("files", "said"),
+    [
+        ((), "reload requested"),
+        (("/nowhere/server.py",), "server.py changed"),
+        (("/elsewhere/lib.py",), "/elsewhere/lib.py changed"),
+        (("a.py", "/nowhere/pkg/b.py"), "2 files changed: a.py, pkg/b.py"),
+        (("a.py", "b.py", "c.py", "d.py", "e.py"), "5 files changed: a.py, b.py, c.py, ..."),
+    ],
+)
+def test_a_reload_line_names_the_changed_files(files: tuple[str, ...], said: str) -> None:
+    assert describe_changes(service("web"), files) == said
+
+
+def test_a_reload_skips_the_backoff_and_forgets_the_crashes_before() -> None:
+    async def history(script: Script) -> None:
+        for _ in range(3):
+            await script.reaches("web", STARTING)
+            await script.crash("web")
+            script.clock.advance(script.clock.pending[0])
+        await script.reaches("web", STARTING)
+        await script.crash("web")
+        assert script.clock.pending == [4.0]
+        script.supervisor.reload("web", ("server.py",))
+        again = await script.reaches("web", STARTING)
+        assert again.pid == 105, "started at once, not after the backoff"
+        await script.crash("web")
+        assert script.lines[-1] == "devstack | web: exited with code 1; restarting in 0.5s"
+
+    play(history, service("web"))
+
+
+def test_a_reload_starts_a_service_that_failed_in_a_crash_loop() -> None:
+    async def history(script: Script) -> None:
+        for _ in range(4):
+            await script.reaches("web", STARTING)
+            script.process("web").say("ModuleNotFoundError: No module named 'flask'")
+            await script.crash("web")
+            script.clock.advance(script.clock.pending[0])
+        await script.reaches("web", STARTING)
+        await script.crash("web")
+        assert script.state("web") is FAILED
+        script.supervisor.reload("web", ("requirements.txt",))
+        await script.reaches("web", STARTING)
+        script.clock.advance(0.05)
+        ready = await script.answer("web")
+        assert (ready.pid, ready.reason) == (107, None)
+        assert script.lines[-3:] == [
+            "devstack | web: reloading (requirements.txt changed)",
+            "devstack | web: starting (pid 107): serve web",
+            "devstack | web: reloaded in 50 ms",
+        ]
+
+    # `db` keeps the stack running once web failed.
+    play(history, service("web"), service("db"))
+
+
+@pytest.mark.parametrize(("policy", "returncode", "ended"),
+                         [(RestartPolicy.NEVER, 1, CRASHED), (RestartPolicy.ON_FAILURE, 0, DONE)])  # fmt: skip
+def test_a_reload_starts_a_crashed_or_done_service_again(
+    policy: RestartPolicy, returncode: int, ended: ServiceState
+) -> None:
+    async def history(script: Script) -> None:
+        await script.reaches("job", STARTING)
+        await script.crash("job", returncode)
+        assert script.state("job") is ended
+        script.supervisor.reload("job", ("job.py",))
+        again = await script.reaches("job", STARTING)
+        assert again.pid == script.process("job").pid
+        assert len(script.starter.processes("job")) == 2
+
+    play(history, service("job", restart=policy), service("db"))
+
+
+def test_a_reload_does_not_revive_a_service_the_user_stopped() -> None:
+    async def history(script: Script) -> None:
+        await script.reaches("web", STARTING)
+        await script.answer("web")
+        script.supervisor.post(StopRequested("web"))
+        await script.reaches("web", STOPPED)
+        printed = list(script.lines)
+        script.supervisor.reload("web", ("server.py",))
+        await settle()
+        assert script.state("web") is STOPPED
+        assert len(script.starter.started) == 2
+        assert script.lines == printed
+
+    play(history, service("web"), service("db"))
+
+
+def test_reloads_while_the_old_process_stops_start_one_new_process() -> None:
+    async def history(script: Script) -> None:
+        await script.reaches("web", STARTING)
+        await script.answer("web")
+        script.supervisor.reload("web", ("a.py",))
+        await script.reaches("web", RESTARTING)
+        script.supervisor.reload("web", ("b.py",))
+        script.supervisor.reload("web", ("c.py",))
+        await settle()
+        assert script.process("web").stops == [False]
+        script.process("web").exit(-signal.SIGTERM)
+        await script.reaches("web", STARTING)
+        await settle()
+        assert len(script.starter.started) == 2, "one new process for the three reloads"
+
+    play(history, service("web"), exits_on_stop=False)
+
+
+def test_a_reload_while_the_new_process_starts_restarts_it_once_more() -> None:
+    async def history(script: Script) -> None:
+        await script.reaches("web", STARTING)
+        await script.answer("web")
+        script.supervisor.reload("web", ("a.py",))
+        await script.reaches("web", STARTING)
+        assert script.process("web").pid == 102
+        script.clock.advance(0.1)
+        script.supervisor.reload("web", ("b.py",))
+        await until(lambda: script.process("web").pid == 103, "a third process")
+        await settle()
+        assert len(script.starter.started) == 3
+        assert script.starter.processes("web")[1].stops == [False]
+        script.clock.advance(0.2)
+        await script.answer("web")
+        assert script.lines[-1] == "devstack | web: reloaded in 300 ms", "since the first edit"
+
+    play(history, service("web"))
+
+
+def test_a_reload_of_a_service_waiting_for_its_dependencies_does_nothing() -> None:
+    async def history(script: Script) -> None:
+        await script.reaches("db", STARTING)
+        script.supervisor.reload("web", ("server.py",))
+        await settle()
+        assert script.state("web") is PENDING
+        assert not any("web" in line for line in script.lines)
+        await script.answer("db")
+        assert (await script.reaches("web", STARTING)).pid == 102
+
+    play(history, service("web", "db"), service("db"))
+
+
+def test_dependents_are_not_restarted_by_a_reload() -> None:
+    async def history(script: Script) -> None:
+        await script.reaches("db", STARTING)
+        await script.answer("db")
+        await script.reaches("web", STARTING)
+        web = await script.answer("web")
+        script.supervisor.reload("db", ("schema.sql",))
+        await script.reaches("db", RESTARTING)
+        assert script.status("web") == web
+        await script.reaches("db", STARTING)
+        await script.answer("db")
+        assert script.status("web") == web
+
+    play(history, service("web", "db"), service("db"))
+
+
+def test_a_stop_during_a_reload_wins_and_the_shutdown_finishes() -> None:
+    async def history(script: Script) -> None:
+        await script.reaches("web", STARTING)
+        await script.answer("web")
+        script.supervisor.reload("web", ("server.py",))
+        await script.reaches("web", RESTARTING)
+        script.supervisor.request_shutdown()
+        await script.reaches("web", STOPPING)
+        waiting = asyncio.ensure_future(script.supervisor.wait_ready("web", 30))
+        await settle()
+        assert not waiting.done(), "a service stopping for good is waited for until it stopped"
+        script.process("web").exit(-signal.SIGTERM)
+        assert (await waiting).state is STOPPED
+        assert script.running is not None
+        await until(script.running.done, "the shutdown to finish")
+        assert len(script.starter.started) == 1
+
+    play(history, service("web"), exits_on_stop=False)
+
+
+def test_a_reload_during_the_shutdown_is_ignored() -> None:
+    async def history(script: Script) -> None:
+        await script.reaches("web", STARTING)
+        script.supervisor.request_shutdown()
+        await script.reaches("web", STOPPING)
+        script.supervisor.reload("web", ("server.py",))
+        await settle()
+        assert script.state("web") is STOPPING
+        script.process("web").exit(-signal.SIGTERM)
+        await script.reaches("web", STOPPED)
+        assert len(script.starter.started) == 1
+
+    play(history, service("web"), exits_on_stop=False)
