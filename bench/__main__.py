@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from bench import profile, proxy, supervise
+from bench import profile, proxy, reload, supervise
 from bench.errors import BenchError
 from bench.launcher import Launcher
 from bench.report import Table
@@ -38,20 +38,30 @@ TOOLS = {
         ("wrk", "apt-get install wrk"),
         ("curl", "apt-get install curl"),
     ),
+    "reload": (
+        ("watchfiles", "pip install watchfiles"),
+        ("caddy", "apt-get install caddy"),
+        ("wrk", "apt-get install wrk"),
+        ("curl", "apt-get install curl"),
+    ),
 }
+PYTHON_MODULES = ("honcho", "watchfiles")
+"""Tools run as ``python -m NAME`` on the bench's interpreter, looked for as modules."""
+SECTIONS = ("supervisor", "proxy", "reload")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark devstack against honcho (supervisor) and Caddy (proxy), "
-        "with ratios against anchors measured in the same run.",
+        description="Benchmark devstack against honcho (supervisor), Caddy (proxy) and "
+        "watchfiles' CLI behind Caddy (reload), with ratios against anchors measured in the "
+        "same run.",
     )
     parser.add_argument(
         "--quick", action="store_true", help="fewer and shorter rounds (under a minute)"
     )
     parser.add_argument(
-        "--only", choices=("supervisor", "proxy"), help="run one section instead of both"
+        "--only", choices=SECTIONS, help="run one section instead of all three"
     )
     parser.add_argument(
         "--profile",
@@ -75,7 +85,9 @@ def check_tools(sections: Sequence[str]) -> None:
     for section in sections:
         for tool, install in TOOLS[section]:
             found = (
-                _python_module_exists(tool) if tool == "honcho" else shutil.which(tool) is not None
+                _python_module_exists(tool)
+                if tool in PYTHON_MODULES
+                else shutil.which(tool) is not None
             )
             if not found:
                 missing.append(f"{tool} ({install})")
@@ -134,9 +146,12 @@ def run(sections: Sequence[str], args: argparse.Namespace) -> list[Table]:
                 if section == "supervisor":
                     settings = supervise.QUICK if args.quick else supervise.FULL
                     table = supervise.run(launcher, folder / "supervisor", settings)
-                else:
+                elif section == "proxy":
                     proxy_settings = proxy.QUICK if args.quick else proxy.FULL
                     table = proxy.run(launcher, folder / "proxy", proxy_settings)
+                else:
+                    reload_settings = reload.QUICK if args.quick else reload.FULL
+                    table = reload.run(launcher, folder / "reload", reload_settings)
                 logger.info("%s section took %.0f s", section, time.monotonic() - began)
                 print(table.render() + "\n", flush=True)
                 tables.append(table)
@@ -158,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.profile is not None:
         sections = ["profile"]
     else:
-        sections = [args.only] if args.only else ["supervisor", "proxy"]
+        sections = [args.only] if args.only else list(SECTIONS)
     try:
         check_tools(sections)
         print(machine_line() + "\n", flush=True)

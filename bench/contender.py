@@ -5,6 +5,8 @@
 - honcho: ``python -m honcho start`` on the equivalent Procfile;
 - Caddy: ``caddy run`` on a generated Caddyfile (``tls internal``, admin endpoint off, no trust
   store changes, all state under the temporary folder);
+- watchfiles: its own CLI (``python -m watchfiles --filter python 'CMD' DIR``), restarting a
+  service on every change, as a user assembles hot reload without devstack (behind Caddy);
 - nginx: a command line for devstack to supervise, with its own config, prefix, pid file and
   logs in the temporary folder, answering ``return 200 "ok"`` and serving one large (sparse)
   file for the streaming figure.
@@ -14,9 +16,11 @@ Every one listens on loopback ports picked by binding port 0.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -41,6 +45,9 @@ UP_LINE = re.compile(r"(\d+) service\(s\) up in")
 PROXY_LINE = re.compile(r"proxy listening on https://localhost:(\d+)")
 HELLO_LINE = re.compile(r"hello listening on http://127\.0\.0\.1:(\d+)/")
 START_SECONDS = 60.0
+STOP_SECONDS = 20.0
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,16 @@ def start_devstack(
     if found is None:
         raise BenchError(f"devstack up did not print its proxy's port:\n{launched.tail()}")
     return launched, int(found.group(1))
+
+
+def stop_devstack(launcher: Launcher, devstack: Launched) -> None:
+    """Ctrl-C, as a user would; the launcher's SIGTERM/SIGKILL if it does not exit in time."""
+    devstack.interrupt(signal.SIGINT)
+    try:
+        wait_until(lambda: devstack.has_exited, timeout=STOP_SECONDS, message="devstack to exit")
+    except BenchError:
+        logger.warning("devstack did not exit within %g s of SIGINT", STOP_SECONDS)
+    launcher.stop(devstack)
 
 
 def devstack_ca(home: Path) -> Path:
@@ -211,3 +228,19 @@ def start_caddy(launcher: Launcher, folder: Path, upstream: int) -> FrontDoor:
 
     wait_until(started, timeout=START_SECONDS, message=f"caddy to listen on port {port}")
     return FrontDoor("caddy", f"https://localhost:{port}/", cacert=root, process=launched)
+
+
+def start_watchfiles(launcher: Launcher, command: str, folder: Path, port: int) -> Launched:
+    """watchfiles' CLI running ``command`` in ``folder`` with ``PORT=port``, restarting it when
+    a Python file under ``folder`` changes (SIGINT, then a new process); returns once the port
+    accepts."""
+    argv = [PYTHON, "-m", "watchfiles", "--filter", "python", command, str(folder)]
+    env = dict(os.environ, PORT=str(port), HOST="127.0.0.1", PYTHONUNBUFFERED="1")
+    launched = launcher.start("watchfiles", argv, env=env, cwd=folder)
+
+    def started() -> bool:
+        launched.check_running("starting its command")
+        return port_accepts(port)
+
+    wait_until(started, timeout=START_SECONDS, message=f"watchfiles' {command} to listen on {port}")
+    return launched

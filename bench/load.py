@@ -1,5 +1,7 @@
-"""The clients that put load on a front door: ``wrk`` for requests per second and latency, ``curl``
-for correctness checks and for the streaming throughput of one large body.
+"""The clients that put load on a front door: ``wrk`` for requests per second and latency (or, in
+the background, for a steady paced load), ``curl`` for correctness checks and for the streaming
+throughput of one large body, and :class:`Poller`, a keep-alive HTTPS client that asks for the
+same URL every few milliseconds (to see when a new version answers).
 
 wrk reports through a small Lua ``done`` hook (exact microseconds, error counts) rather than its
 human-readable summary. Both clients speak HTTP/1.1 to every contender (wrk always does; curl is
@@ -8,13 +10,19 @@ told to, since it would pick HTTP/2 with Caddy).
 
 from __future__ import annotations
 
+import http.client
 import re
+import signal
+import socket
+import ssl
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from bench.errors import BenchError
+from bench.launcher import Launched, Launcher
+from bench.poll import wait_until
 
 WRK_REPORT = """\
 done = function(summary, latency, requests)
@@ -71,6 +79,42 @@ class Wrk:
                 f"wrk on {url}: {result.requests} requests, {result.bad_status} answered with a "
                 f"status other than 2xx/3xx; check the contender's log"
             )
+        return result
+
+
+class PacedWrk:
+    """``wrk`` in the background until told to stop: each connection sends a request, waits for
+    its answer, then ``pause_ms`` more (wrk's Lua ``delay``), so the load is steady and leaves
+    the machine room for what is measured meanwhile. Failures are counted, not raised:
+    counting them is the point."""
+
+    LONGEST_SECONDS = 600
+    REQUEST_TIMEOUT_SECONDS = 30
+
+    def __init__(self, folder: Path, *, pause_ms: int) -> None:
+        self._script = folder / f"wrk-paced-{pause_ms}ms.lua"
+        self._script.write_text(f"delay = function() return {pause_ms} end\n" + WRK_REPORT)
+
+    def start(self, launcher: Launcher, url: str, *, connections: int) -> Launched:
+        argv = [
+            "wrk", "-t1", f"-c{connections}", f"-d{self.LONGEST_SECONDS}s",
+            f"--timeout={self.REQUEST_TIMEOUT_SECONDS}s", "-s", str(self._script), url,
+        ]
+        return launcher.start("wrk", argv)
+
+    @staticmethod
+    def finish(launched: Launched) -> WrkResult:
+        """Stop the run with SIGINT (wrk then reports what it did) and return its report."""
+        launched.check_running("putting load on the proxy")
+        launched.interrupt(signal.SIGINT)
+        wait_until(
+            lambda: launched.has_exited,
+            timeout=PacedWrk.REQUEST_TIMEOUT_SECONDS + 10,
+            message="wrk to report after SIGINT",
+        )
+        result = parse_wrk_report(launched.output())
+        if result is None:
+            raise BenchError(f"wrk printed no report:\n{launched.tail()}")
         return result
 
 
@@ -144,3 +188,59 @@ def download(url: str, cacert: Path | None, *, expected_bytes: int) -> Download:
             f"download of {url}: status {result.status}, {result.size} of {expected_bytes} bytes"
         )
     return result
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one request of the :class:`Poller` got: a status and body, or a socket error."""
+
+    status: int | None
+    body: bytes = b""
+    error: str | None = None
+
+    @property
+    def is_failure(self) -> bool:
+        """Not 2xx/3xx, or no answer at all (refused, reset, timed out)."""
+        return self.status is None or not 200 <= self.status < 400
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to ``localhost`` (the name the certificate is checked against) at 127.0.0.1, as
+    curl's ``--resolve`` does for the other clients."""
+
+    def connect(self) -> None:
+        sock = socket.create_connection(("127.0.0.1", self.port), self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+
+
+class Poller:
+    """GET one URL over and over on one keep-alive HTTP/1.1 connection (a new one after an
+    error), certificate verified against ``cacert``, every answer kept as an :class:`Answer`."""
+
+    def __init__(self, url: str, cacert: Path | None, *, timeout: float = 30.0) -> None:
+        parts = urlsplit(url)
+        assert parts.hostname is not None and parts.port is not None
+        self._path = parts.path or "/"
+        self._connection: http.client.HTTPConnection
+        if parts.scheme == "https":
+            context = ssl.create_default_context(cafile=cacert)
+            self._connection = _PinnedHTTPSConnection(
+                parts.hostname, parts.port, timeout=timeout, context=context
+            )
+        else:
+            self._connection = http.client.HTTPConnection(
+                parts.hostname, parts.port, timeout=timeout
+            )
+
+    def get(self) -> Answer:
+        try:
+            self._connection.request("GET", self._path)
+            response = self._connection.getresponse()
+            return Answer(response.status, response.read())
+        except (OSError, http.client.HTTPException) as exc:
+            self._connection.close()
+            return Answer(None, error=f"{type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        self._connection.close()

@@ -110,3 +110,24 @@ def memory(pid: int) -> Memory:
     except OSError as exc:
         raise ProcessLookupError(f"process {pid} is gone; cannot read its memory") from exc
     return Memory(rss_kib=values.get("VmRSS", 0), peak_kib=values.get("VmHWM", 0))
+
+
+def run_seconds(pid: int) -> float:
+    """Time ``pid``'s live threads have spent on a CPU, in nanosecond steps from
+    ``/proc/<pid>/task/*/schedstat``: finer than :func:`cpu_seconds` (one clock tick, 10 ms),
+    which an idle window of a few seconds needs. Threads that exited are not counted; falls back
+    to :func:`cpu_seconds` where the kernel keeps no schedstat."""
+    if not os.path.exists(f"/proc/{pid}/schedstat"):
+        return cpu_seconds(pid)
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError as exc:
+        raise ProcessLookupError(f"process {pid} is gone; cannot read its CPU time") from exc
+    total_ns = 0
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total_ns += int(f.read().split()[0])
+        except OSError:
+            continue  # a thread that exited meanwhile
+    return total_ns / 1e9

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import statistics
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,11 +35,11 @@ from bench.contender import (
     nginx_service,
     start_caddy,
     start_devstack,
+    stop_devstack,
     write_manifest,
 )
 from bench.errors import BenchError
 from bench.launcher import Launched, Launcher
-from bench.poll import wait_until
 from bench.report import (
     Row,
     Table,
@@ -56,7 +55,6 @@ T = TypeVar("T")
 
 CONNECTIONS = 50
 RSS_LIMIT_MB = 80.0
-STOP_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -242,16 +240,6 @@ def alternate(
             )
             logger.info("proxy %s round %d/%d %-8s %s", what, number + 1, rounds, door.name, shown)
     return results
-
-
-def stop_devstack(launcher: Launcher, devstack: Launched) -> None:
-    """Ctrl-C, as a user would; the launcher's SIGTERM/SIGKILL if it does not exit in time."""
-    devstack.interrupt(signal.SIGINT)
-    try:
-        wait_until(lambda: devstack.has_exited, timeout=STOP_SECONDS, message="devstack to exit")
-    except BenchError:
-        logger.warning("devstack did not exit within %g s of SIGINT", STOP_SECONDS)
-    launcher.stop(devstack)
 
 
 def tabulate(figures: dict[str, Figures], settings: ProxySettings) -> Table:

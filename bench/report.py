@@ -61,6 +61,10 @@ def value_below(limit: float) -> Target:
     return Target(Bound.BELOW, limit, on_ratio=False)
 
 
+def value_at_most(limit: float) -> Target:
+    return Target(Bound.AT_MOST, limit, on_ratio=False)
+
+
 @dataclass(frozen=True)
 class Row:
     metric: str
@@ -139,13 +143,27 @@ def format_value(value: float | None, unit: str) -> str:
         return "-"
     if unit == "req/s":
         return f"{value:,.0f} req/s"
-    if unit in ("MB/s", "us"):
+    if unit in ("MB/s", "us", "requests"):
         return f"{value:,.0f} {unit}"
     if unit == "s":
         return f"{value:.3f} s"
     if unit == "%":
         return f"{value:.2f} %"
     return f"{value:.1f} {unit}"
+
+
+def percentile(values: Sequence[float], percent: float) -> float:
+    """The ``percent``-th percentile of ``values``, interpolated between the two nearest ranks
+    (numpy's default, "linear"): ``percentile(v, 50)`` is the median, ``100`` the maximum."""
+    if not values:
+        raise ValueError("percentile of no values")
+    if not 0 <= percent <= 100:
+        raise ValueError(f"percent must be within 0..100, got {percent}")
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * percent / 100
+    below = int(position)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
 
 
 def format_rounds(values: Sequence[float], unit: str) -> str:

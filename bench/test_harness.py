@@ -9,13 +9,23 @@ from pathlib import Path
 
 import pytest
 
-from bench import procfs
+from bench import procfs, reload
+from bench.edit import HELLO, SIMON, Subject, edited, save, token
+from bench.errors import BenchError
 from bench.launcher import Launcher
-from bench.load import parse_wrk_report
+from bench.load import Answer, WrkResult, parse_wrk_report
 from bench.poll import wait_until
 from bench.ports import free_ports, port_accepts
 from bench.profile import parse_collapsed
-from bench.report import Row, Table, ratio_at_least, ratio_at_most, value_below
+from bench.report import (
+    Row,
+    Table,
+    percentile,
+    ratio_at_least,
+    ratio_at_most,
+    value_at_most,
+    value_below,
+)
 
 
 def test_ratio_targets_compare_with_the_anchor() -> None:
@@ -37,6 +47,23 @@ def test_value_targets_and_missing_figures() -> None:
     assert Row("rss", 60.0, None, "MB", value_below(60)).ok is False
     assert Row("ratio without anchor", 1.0, None, "s", ratio_at_most(1.0)).ok is None
     assert Row("information", 1.0, 2.0, "us").ok is None
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    values = [5.0, 1.0, 4.0, 2.0, 3.0]
+    assert percentile(values, 50) == 3.0
+    assert percentile(values, 100) == 5.0 and percentile(values, 0) == 1.0
+    assert percentile(values, 95) == pytest.approx(4.8)
+    assert percentile([7.0], 95) == 7.0
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_value_at_most_includes_the_limit() -> None:
+    assert Row("failed", 0, 40, "requests", value_at_most(0)).ok is True
+    assert Row("failed", 1, 40, "requests", value_at_most(0)).ok is False
+    table = Table("t", "x", [Row("f", 0, 3, "requests", value_at_most(0))])
+    assert "<= 0 requests" in table.render()
 
 
 def test_table_renders_every_column_and_lists_what_missed() -> None:
@@ -116,3 +143,60 @@ def test_launcher_stops_a_program_and_its_grandchild(tmp_path: Path) -> None:
         timeout=10,
         message="the grandchild, in its own session, to be stopped too",
     )
+
+
+@pytest.mark.parametrize("subject", [HELLO, SIMON], ids=lambda s: s.name)
+def test_each_edit_of_a_subject_replaces_the_previous_token(subject: Subject) -> None:
+    source = (subject.source / subject.cwd / subject.script if subject.source.is_dir()
+              else subject.source).read_text()
+    first = edited(source, subject, 1)
+    second = edited(first, subject, 2)
+    assert token(1) in first and token(1) not in second and token(2) in second
+    assert len(second.splitlines()) == len(source.splitlines())
+    compile(second, subject.script, "exec")  # still Python
+    assert token(1) not in token(10)
+
+
+def test_an_edit_that_no_longer_fits_the_source_says_so() -> None:
+    with pytest.raises(BenchError, match="expected one match"):
+        edited("print('nothing to edit')\n", HELLO, 1)
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+def test_save_writes_the_text_and_leaves_no_sibling(tmp_path: Path, in_place: bool) -> None:
+    path = tmp_path / "server.py"
+    path.write_text("old\n")
+    save(path, "new\n", in_place=in_place)
+    assert path.read_text() == "new\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["server.py"]
+
+
+def test_answers_that_count_as_failed() -> None:
+    assert not Answer(200).is_failure and not Answer(302).is_failure
+    assert Answer(502).is_failure and Answer(None, error="ConnectionResetError").is_failure
+
+
+def test_reload_table_targets_follow_the_own_start_time() -> None:
+    def reloads(*ms: float) -> list[reload.Reload]:
+        return [reload.Reload(m / 1000, 0) for m in ms]
+
+    def wrk(bad: int, socket_errors: int) -> WrkResult:
+        return WrkResult(1000, 5.0, socket_errors, bad, 900.0, 800.0, 4000.0)
+
+    hello = reload.SubjectFigures(
+        own_starts=[0.200, 0.220, 0.210],
+        reloads={reload.DEVSTACK: reloads(250, 255, 300), reload.BASELINE: reloads(500, 510, 700)},
+        under_load={reload.DEVSTACK: [wrk(0, 0)], reload.BASELINE: [wrk(30, 2)]},
+    )
+    idle = reload.Idle(5.0, {reload.DEVSTACK: 0.01, reload.BASELINE: 0.02}, 0.3)
+    table = reload.tabulate({"hello": hello}, idle, reload.QUICK)
+    rows = {row.metric: row for row in table.rows}
+    median = rows["hello: edit to new response, median"]
+    assert (median.ours, median.theirs, median.ok) == (255, 510, True)  # <= 210 + 50 ms
+    assert median.target is not None and median.target.limit == pytest.approx(260)
+    assert rows["hello: edit to new response, p95"].ok is None
+    failed = next(row for metric, row in rows.items() if "failed requests" in metric)
+    assert (failed.ours, failed.theirs, failed.ok) == (0, 32, True)
+    idle_row = next(row for metric, row in rows.items() if "idle CPU" in metric)
+    assert idle_row.ours == pytest.approx(0.2) and idle_row.ok is True
+    assert table.missed == []

@@ -1,0 +1,440 @@
+"""Section C: hot reload, devstack against what a user would otherwise assemble: the same service
+restarted by watchfiles' own CLI (``watchfiles --filter python 'python server.py' DIR``) behind
+Caddy (``reverse_proxy``, ``tls internal``).
+
+For each subject (the bench's hello service, then the simon example; see :mod:`bench.edit`),
+each contender runs its own copy of the service's files, and both run at once:
+
+- own start: the service started directly (``PORT=P python server.py``), from spawn until its
+  port accepts, a few times; the median is what a reload cannot beat;
+- edit to new response: a real save of the service's source (atomic replace and in-place write
+  alternating), then a keep-alive HTTPS client through the proxy asks every 5 ms until the answer
+  carries the edit's token; the contenders alternate edit by edit, the order rotating;
+- failed requests under load (hello only): ``wrk`` puts a steady, paced load on the proxy while
+  the service is reloaded by edits; every non-2xx/3xx answer and socket error counts.
+
+Then idle CPU: devstack watching a service whose folder holds 10,000 files, and watchfiles' CLI
+watching the same tree, side by side over the same window (CPU time from schedstat, nanosecond
+steps); then one edit there, to show that the tree is really watched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import procfs
+from bench.contender import (
+    FrontDoor,
+    devstack_ca,
+    start_caddy,
+    start_devstack,
+    start_watchfiles,
+    stop_devstack,
+    write_manifest,
+)
+from bench.edit import HELLO, SIMON, Subject, edited, save, token
+from bench.errors import BenchError
+from bench.launcher import Launched, Launcher
+from bench.load import Answer, PacedWrk, Poller, WrkResult
+from bench.poll import wait_until
+from bench.ports import free_port, port_accepts
+from bench.report import (
+    Row,
+    Table,
+    format_rounds,
+    percentile,
+    value_at_most,
+    value_below,
+)
+
+logger = logging.getLogger(__name__)
+
+DEVSTACK = "devstack"
+BASELINE = "watchfiles+caddy"
+EDIT_SECONDS = 30.0
+"""Deadline for a new version to answer after a save; past it the bench stops and says so."""
+START_SECONDS = 30.0
+SLACK_SECONDS = 0.050
+"""The target: a median edit-to-new-response within the service's own start time plus this."""
+IDLE_CPU_LIMIT_PERCENT = 0.5
+SETTLE_SECONDS = 1.0
+"""Quiet time before the idle window, after both watchers report ready (initial scans done)."""
+LOAD_CONNECTIONS = 4
+LOAD_PAUSE_MS = 10
+"""Each wrk connection waits this long between an answer and its next request: a steady load
+(a few hundred requests a second) that keeps requests in flight through every reload without
+taking the machine from the reloads it measures."""
+LOAD_LEAD_SECONDS = 0.5
+"""How long wrk runs before the first edit of a block."""
+LOAD_BLOCK = 5
+"""Reloads under one wrk run; the contenders alternate block by block."""
+TREE_FANOUT = 100
+"""The idle tree: this many folders of files (10,000 files: 100 folders of 100)."""
+
+
+@dataclass(frozen=True)
+class ReloadSettings:
+    edits: int
+    """Edits per subject and contender for edit-to-new-response."""
+    reloads_under_load: int
+    direct_starts: int
+    idle_seconds: float
+    files: int = 10_000
+
+
+FULL = ReloadSettings(edits=20, reloads_under_load=20, direct_starts=5, idle_seconds=5.0)
+QUICK = ReloadSettings(edits=5, reloads_under_load=5, direct_starts=3, idle_seconds=2.0)
+
+
+@dataclass
+class Stack:
+    """One contender running one copy of a subject, reached through its proxy."""
+
+    name: str
+    door: FrontDoor
+    service_dir: Path
+    """The copy this contender runs, the one its edits go to."""
+    programs: tuple[Launched, ...]
+    """Whose output to show when it fails."""
+    poller: Poller
+    edits: int = 0
+
+    def tails(self) -> str:
+        return "\n".join(f"  {p.name} ({p.log}):\n{p.tail()}" for p in self.programs)
+
+
+@dataclass(frozen=True)
+class Reload:
+    seconds: float
+    """From the end of the save until the first answer carrying the new token."""
+    failures: int
+    """Answers to the poller meanwhile that were not 2xx/3xx, or socket errors."""
+
+
+@dataclass
+class SubjectFigures:
+    own_starts: list[float]
+    reloads: dict[str, list[Reload]] = field(default_factory=dict)
+    under_load: dict[str, list[WrkResult]] = field(default_factory=dict)
+    """wrk's reports by contender, one per block of reloads."""
+    polled_under_load: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def own_start(self) -> float:
+        return statistics.median(self.own_starts)
+
+
+@dataclass(frozen=True)
+class Idle:
+    seconds: float
+    cpu_seconds: dict[str, float]
+    edit_seconds: float
+    """One edit to new response through devstack with the large tree watched."""
+
+
+def run(launcher: Launcher, folder: Path, settings: ReloadSettings) -> Table:
+    folder.mkdir(parents=True, exist_ok=True)
+    home = folder / "devstack-home"
+    wrk = PacedWrk(folder, pause_ms=LOAD_PAUSE_MS)
+    figures: dict[str, SubjectFigures] = {}
+    for subject in (HELLO, SIMON):
+        where = folder / subject.name
+        found = SubjectFigures(own_starts(launcher, where / "direct", subject, settings))
+        logger.info("reload %s starts on its own in %s", subject.name,
+                    format_rounds([1000 * s for s in found.own_starts], "ms"))
+        with contextlib.ExitStack() as running:
+            ours = running.enter_context(devstack_stack(
+                launcher, where / DEVSTACK, home, subject, subject.install(where / "ours")
+            ))
+            theirs = running.enter_context(baseline_stack(
+                launcher, where / "baseline", subject, subject.install(where / "theirs")
+            ))
+            found.reloads = edit_alternately((ours, theirs), subject, settings.edits)
+            if subject is HELLO:
+                under_load(launcher, (ours, theirs), subject, wrk, settings, found)
+        figures[subject.name] = found
+    idle = measure_idle(launcher, folder / "idle", home, settings)
+    return tabulate(figures, idle, settings)
+
+
+def own_starts(launcher: Launcher, folder: Path, subject: Subject, settings: ReloadSettings
+               ) -> list[float]:
+    """Seconds from spawn until the port accepts, the service started directly each time."""
+    service_dir = subject.install(folder)
+    seconds = []
+    for _ in range(settings.direct_starts):
+        port = free_port()
+        env = dict(os.environ, PORT=str(port), HOST="127.0.0.1", PYTHONUNBUFFERED="1")
+        began = time.monotonic()
+        launched = launcher.start(subject.name, subject.argv, env=env, cwd=service_dir)
+
+        def listening(launched: Launched = launched, port: int = port) -> bool:
+            launched.check_running("starting")
+            return port_accepts(port)
+
+        wait_until(listening, timeout=START_SECONDS, message=f"{subject.name} to listen on {port}")
+        seconds.append(time.monotonic() - began)
+        launcher.stop(launched)
+    return seconds
+
+
+@contextlib.contextmanager
+def devstack_stack(launcher: Launcher, folder: Path, home: Path, subject: Subject,
+                   service_dir: Path, *, watch: list[str] | None = None) -> Iterator[Stack]:
+    """``devstack up`` on a manifest with the subject (in ``service_dir``) as its one service
+    and one route ``/`` to it; ``watch`` as in the manifest (``None``: the default, everything
+    under the service's folder)."""
+    service: dict[str, Any] = {"command": subject.command, "cwd": str(service_dir)}
+    if watch is not None:
+        service["watch"] = watch
+    if subject.health is not None:
+        service["health"] = subject.health
+    manifest = write_manifest(
+        folder,
+        {"services": {subject.name: service},
+         "routes": [{"path": "/", "service": subject.name}]},
+    )
+    launched, port = start_devstack(launcher, manifest, home, proxy=True)
+    try:
+        launched.remember_descendants()
+        door = FrontDoor(DEVSTACK, f"https://localhost:{port}{subject.path}", devstack_ca(home),
+                         launched)
+        with _polled(door) as poller:
+            yield _checked(Stack(DEVSTACK, door, service_dir, (launched,), poller))
+    finally:
+        stop_devstack(launcher, launched)
+
+
+@contextlib.contextmanager
+def baseline_stack(launcher: Launcher, folder: Path, subject: Subject, service_dir: Path
+                   ) -> Iterator[Stack]:
+    """watchfiles' CLI running the subject (in ``service_dir``) on a free port, Caddy in front
+    of it."""
+    port = free_port()
+    watcher = start_watchfiles(launcher, subject.command, service_dir, port)
+    try:
+        caddy = start_caddy(launcher, folder / "caddy", port)
+        assert caddy.process is not None
+        try:
+            door = dataclasses.replace(
+                caddy, name=BASELINE, url=caddy.url.rstrip("/") + subject.path
+            )
+            with _polled(door) as poller:
+                yield _checked(
+                    Stack(BASELINE, door, service_dir, (watcher, caddy.process), poller)
+                )
+        finally:
+            launcher.stop(caddy.process)
+    finally:
+        launcher.stop(watcher)
+
+
+@contextlib.contextmanager
+def _polled(door: FrontDoor) -> Iterator[Poller]:
+    poller = Poller(door.url, door.cacert)
+    try:
+        yield poller
+    finally:
+        poller.close()
+
+
+def _checked(stack: Stack) -> Stack:
+    """The stack, once it answers 200 through its proxy."""
+    last = Answer(None)
+
+    def answers() -> bool:
+        nonlocal last
+        last = stack.poller.get()
+        return last.status == 200
+
+    try:
+        wait_until(answers, timeout=START_SECONDS, message=f"{stack.name} to answer 200")
+    except BenchError as exc:
+        raise BenchError(f"{exc} at {stack.door.url}; last: {describe(last)}\n{stack.tails()}"
+                         ) from exc
+    return stack
+
+
+def edit_and_wait(stack: Stack, subject: Subject) -> Reload:
+    """Save the next edit of the stack's copy and poll through its proxy until the new token
+    answers; a save that is never answered stops the bench with what was answered instead."""
+    stack.edits += 1
+    number = stack.edits
+    path = stack.service_dir / subject.script
+    text = edited(path.read_text(encoding="utf-8"), subject, number)
+    expected = token(number).encode()
+    failures = 0
+    last = Answer(None)
+
+    def new_version_answers() -> bool:
+        nonlocal failures, last
+        last = stack.poller.get()
+        failures += last.is_failure
+        return last.status == 200 and expected in last.body
+
+    save(path, text, in_place=number % 2 == 0)
+    saved = time.monotonic()
+    try:
+        wait_until(
+            new_version_answers,
+            timeout=EDIT_SECONDS,
+            message=f"{stack.name} to answer {expected.decode()} at {stack.door.url} after "
+            f"edit {number} of {path}",
+        )
+    except BenchError as exc:
+        raise BenchError(f"{exc}; last answer: {describe(last)}\n{stack.tails()}") from exc
+    return Reload(time.monotonic() - saved, failures)
+
+
+def describe(answer: Answer) -> str:
+    if answer.status is None:
+        return answer.error or "nothing yet"
+    return f"{answer.status} {answer.body[:120]!r}"
+
+
+def edit_alternately(stacks: Sequence[Stack], subject: Subject, edits: int
+                     ) -> dict[str, list[Reload]]:
+    """``edits`` edits of each stack's copy, the contenders alternating, the order rotating."""
+    results: dict[str, list[Reload]] = {stack.name: [] for stack in stacks}
+    for number in range(edits):
+        shift = number % len(stacks)
+        for stack in [*stacks[shift:], *stacks[:shift]]:
+            reload = edit_and_wait(stack, subject)
+            results[stack.name].append(reload)
+            logger.info("reload %s edit %d/%d %-16s %.0f ms", subject.name, number + 1, edits,
+                        stack.name, 1000 * reload.seconds)
+    return results
+
+
+def under_load(launcher: Launcher, stacks: Sequence[Stack], subject: Subject, wrk: PacedWrk,
+               settings: ReloadSettings, figures: SubjectFigures) -> None:
+    """Reloads with wrk's paced load through each proxy, in blocks of :data:`LOAD_BLOCK`, the
+    contenders alternating block by block."""
+    blocks = math.ceil(settings.reloads_under_load / LOAD_BLOCK)
+    done = {stack.name: 0 for stack in stacks}
+    for block in range(blocks):
+        shift = block % len(stacks)
+        for stack in [*stacks[shift:], *stacks[:shift]]:
+            count = min(LOAD_BLOCK, settings.reloads_under_load - done[stack.name])
+            running = wrk.start(launcher, stack.door.url, connections=LOAD_CONNECTIONS)
+            try:
+                # The method, not a wait for something: the load runs a moment before the
+                # first edit, so every reload lands on requests in flight.
+                time.sleep(LOAD_LEAD_SECONDS)
+                polled = sum(edit_and_wait(stack, subject).failures for _ in range(count))
+            finally:
+                result = wrk.finish(running)
+                launcher.stop(running)
+            done[stack.name] += count
+            figures.under_load.setdefault(stack.name, []).append(result)
+            figures.polled_under_load[stack.name] = (
+                figures.polled_under_load.get(stack.name, 0) + polled
+            )
+            logger.info("reload under load block %d/%d %-16s %d reloads, %d requests, %d failed",
+                        block + 1, blocks, stack.name, count, result.requests,
+                        result.socket_errors + result.bad_status)
+
+
+def make_tree(root: Path, files: int) -> None:
+    """``files`` small files in folders of :data:`TREE_FANOUT`, as a source tree might hold."""
+    for index in range(files):
+        folder = root / f"pkg{index // TREE_FANOUT:03d}"
+        if index % TREE_FANOUT == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"module{index % TREE_FANOUT:03d}.py").write_text(f"VALUE = {index}\n")
+
+
+def measure_idle(launcher: Launcher, folder: Path, home: Path, settings: ReloadSettings) -> Idle:
+    """devstack (watching everything under its service's folder, the default) and watchfiles'
+    CLI on the same folder of ``settings.files`` files, their CPU over the same quiet window;
+    then one edit through devstack, to show the tree is really watched."""
+    service_dir = HELLO.install(folder / "src")
+    make_tree(service_dir / "tree", settings.files)
+    with devstack_stack(launcher, folder, home, HELLO, service_dir) as ours:
+        watcher = start_watchfiles(launcher, HELLO.command, service_dir, free_port())
+        try:
+            time.sleep(SETTLE_SECONDS)  # part of the method: the window starts after a quiet second
+            watched = {DEVSTACK: ours.programs[0].pid, BASELINE: watcher.pid}
+            before = {name: procfs.run_seconds(pid) for name, pid in watched.items()}
+            began = time.monotonic()
+            time.sleep(settings.idle_seconds)  # the measurement window itself
+            cpu = {name: procfs.run_seconds(pid) - before[name] for name, pid in watched.items()}
+            seconds = time.monotonic() - began
+        finally:
+            launcher.stop(watcher)
+        logger.info("reload idle over %.1f s with %d files: %s", seconds, settings.files,
+                    ", ".join(f"{n} {100 * c / seconds:.2f} %" for n, c in cpu.items()))
+        edit = edit_and_wait(ours, HELLO)
+    return Idle(seconds, cpu, edit.seconds)
+
+
+def tabulate(figures: dict[str, SubjectFigures], idle: Idle, settings: ReloadSettings) -> Table:
+    table = Table(
+        f"Hot reload: devstack vs watchfiles' CLI + Caddy ({settings.edits} edits per service "
+        "and contender, alternated)",
+        anchor=BASELINE,
+    )
+    for name, found in figures.items():
+        ours = [1000 * r.seconds for r in found.reloads[DEVSTACK]]
+        theirs = [1000 * r.seconds for r in found.reloads[BASELINE]]
+        start_ms = 1000 * found.own_start
+        table.add(Row(f"{name}: edit to new response, median", statistics.median(ours),
+                      statistics.median(theirs), "ms",
+                      value_at_most(start_ms + 1000 * SLACK_SECONDS)))
+        table.add(Row(f"{name}: edit to new response, p95", percentile(ours, 95),
+                      percentile(theirs, 95), "ms"))
+        failed = {n: sum(r.failures for r in rs) for n, rs in found.reloads.items()}
+        table.note(
+            f"{name} started on its own (spawn to port accepting, no proxy): {start_ms:.0f} ms, "
+            f"median of {format_rounds([1000 * s for s in found.own_starts], 'ms')}; "
+            f"polls not answered 2xx during the edits: {failed}"
+        )
+    for name, found in figures.items():
+        if not found.under_load:
+            continue
+        reloads = settings.reloads_under_load
+        results = found.under_load
+        table.add(Row(
+            f"{name}: failed requests during {reloads} reloads under load",
+            _failed(results[DEVSTACK]), _failed(results[BASELINE]), "requests", value_at_most(0),
+        ))
+        table.note(
+            f"load: wrk -t1 -c{LOAD_CONNECTIONS}, {LOAD_PAUSE_MS} ms between an answer and the "
+            "next request; " + "; ".join(
+                f"{n}: {sum(r.requests for r in rs):,} requests, "
+                f"{sum(r.bad_status for r in rs)} not 2xx/3xx, "
+                f"{sum(r.socket_errors for r in rs)} socket errors, "
+                f"{found.polled_under_load.get(n, 0)} failed polls"
+                for n, rs in results.items()
+            )
+        )
+    table.add(Row(
+        f"idle CPU watching {settings.files:,} files (devstack process; watchfiles' CLI)",
+        100 * idle.cpu_seconds[DEVSTACK] / idle.seconds,
+        100 * idle.cpu_seconds[BASELINE] / idle.seconds, "%", value_below(IDLE_CPU_LIMIT_PERCENT),
+    ))
+    table.note(
+        f"idle window {idle.seconds:.1f} s after a {SETTLE_SECONDS:g} s settle; then one edit "
+        f"with the {settings.files:,} files watched: new response through devstack in "
+        f"{1000 * idle.edit_seconds:.0f} ms"
+    )
+    table.note(
+        "edits alternate an atomic replace (sibling renamed over the file) and an in-place "
+        f"write; targets: median <= own start + {1000 * SLACK_SECONDS:.0f} ms, zero failed "
+        f"requests, idle CPU < {IDLE_CPU_LIMIT_PERCENT:g} % of one core"
+    )
+    return table
+
+
+def _failed(results: Sequence[WrkResult]) -> int:
+    return sum(r.socket_errors + r.bad_status for r in results)
