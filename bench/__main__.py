@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         "same run.",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="fewer and shorter rounds (under a minute)"
+        "--quick",
+        action="store_true",
+        help="fewer and shorter rounds (about two minutes for all three sections)",
     )
     parser.add_argument(
         "--only", choices=SECTIONS, help="run one section instead of all three"

@@ -68,7 +68,7 @@ SLACK_SECONDS = 0.050
 """The target: a median edit-to-new-response within the service's own start time plus this."""
 IDLE_CPU_LIMIT_PERCENT = 0.5
 SETTLE_SECONDS = 1.0
-"""Quiet time before the idle window, after both watchers report ready (initial scans done)."""
+"""Quiet time before the idle window once both are up, for the watchers' initial scans."""
 LOAD_CONNECTIONS = 4
 LOAD_PAUSE_MS = 10
 """Each wrk connection waits this long between an answer and its next request: a steady load
