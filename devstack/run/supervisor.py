@@ -25,16 +25,13 @@ restarted: they keep talking to the service through its port (or the proxy).
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import logging
-import os
 from collections.abc import Callable, Collection, Coroutine, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from devstack.errors import ServiceStartError
-from devstack.manifest.spec import ReloadMode, RestartPolicy, ServiceSpec, StackSpec
+from devstack.manifest.spec import ReloadMode, RestartPolicy, StackSpec
 from devstack.run.events import (
     BackoffElapsed,
     Clock,
@@ -49,86 +46,28 @@ from devstack.run.events import (
     ShutdownRequested,
     StopRequested,
 )
+from devstack.run.lookout import Lookout
 from devstack.run.output import Printer
 from devstack.run.ports import pick_free_port
 from devstack.run.readiness import Prober, Readiness
-from devstack.run.restart import Backoff
+from devstack.run.record import (
+    FINAL,
+    LAST_LINES,
+    NOT_RELOADED,
+    SETTLED,
+    Lines,
+    ServiceRecord,
+    new_lines,
+    stop_order,
+)
 from devstack.run.starter import ProcessStarter, StartedProcess
+from devstack.run.wording import describe_changes, describe_exit, describe_failed_reload
 from devstack.status import ServiceState, ServiceStatus
 
 logger = logging.getLogger(__name__)
 
-LAST_LINES = 20
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
-SETTLED = (ServiceState.READY, ServiceState.DONE)
-FINAL = (ServiceState.STOPPED, ServiceState.DONE, ServiceState.CRASHED, ServiceState.FAILED)
-NOT_RELOADED = (ServiceState.PENDING, ServiceState.STOPPING, ServiceState.STOPPED)
-"""States an edit leaves alone: not started yet (it will start with the new code), or stopped
-(or stopping) by the user or the shutdown."""
-NAMED_FILES = 3
-"""How many changed files a reload line names."""
-FAILED_LINES = 3
-"""How many of a failed new version's last lines its one-line report quotes."""
-
-Lines = collections.deque[bytes]
-
-
-def _lines() -> Lines:
-    return collections.deque(maxlen=LAST_LINES)
-
-
-@dataclass
-class _Service:
-    """The supervisor's private, mutable record of one service."""
-
-    spec: ServiceSpec
-    port: int
-    backoff: Backoff = field(default_factory=Backoff)
-    state: ServiceState = ServiceState.PENDING
-    process: StartedProcess | None = None
-    exit_code: int | None = None
-    reason: str | None = None
-    restarts: int = 0
-    attempt: int = 0
-    started_at: float = 0.0
-    """The clock's time at the latest start: how long a run lasted decides the backoff."""
-    after_exit: ServiceState | None = None
-    """What a requested stop leads to: STOPPED, or PENDING to start again (a restart)."""
-    last_lines: Lines = field(default_factory=_lines)
-    """The latest lines of the serving process (and of the ones before it, in restart mode)."""
-    reload_started: float | None = None
-    """The clock's time of the reload whose new process is not ready yet: its line says how
-    long the reload took."""
-    candidate: StartedProcess | None = None
-    """Blue-green: the new process starting on :attr:`candidate_port` while the old one serves."""
-    candidate_port: int = 0
-    candidate_lines: Lines = field(default_factory=_lines)
-    failed_lines: tuple[bytes, ...] = ()
-    """Blue-green: the last lines of the new version that failed, shown while the old one serves
-    (with :attr:`reason` saying why)."""
-    snapshot: ServiceStatus | None = None
-    """The last status handed out, until something about the service changes: the proxy asks
-    for it on every request."""
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-
-def stop_order(spec: StackSpec) -> list[list[str]]:
-    """Waves of services to stop together: dependents before what they depend on."""
-    remaining = dict(spec.services)
-    waves: list[list[str]] = []
-    while remaining:
-        needed = {dep for s in remaining.values() for dep in s.depends_on}
-        wave = [name for name in remaining if name not in needed] or list(remaining)
-        waves.append(wave)
-        for name in wave:
-            del remaining[name]
-    return waves
-
-
 class Supervisor:
     """Runs every service of a stack; implements :class:`devstack.status.ServiceDirectory`."""
 
@@ -152,8 +91,9 @@ class Supervisor:
         self._readiness = readiness or Prober()
         self._clock = clock or MonotonicClock()
         self._pick_port = pick_port
+        self._lookout = Lookout(self.post, self._spawn, self._readiness, self._clock)
         self._services = {
-            name: _Service(spec=s, port=ports[name]) for name, s in spec.services.items()
+            name: ServiceRecord(spec=s, port=ports[name]) for name, s in spec.services.items()
         }
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._changed = asyncio.Event()
@@ -162,6 +102,8 @@ class Supervisor:
         """Processes replaced while they ran (a blue-green switch, a superseded new version),
         being stopped; the shutdown waits for them."""
         self._shutting_down = False
+        self._is_forced = False
+        """A second Ctrl-C: everything still running is killed."""
         self._finished = False
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         """Resolves once every service is ready (or done); fails with ServiceStartError when one
@@ -175,7 +117,7 @@ class Supervisor:
             s.snapshot = self._snapshot(s)
         return s.snapshot
 
-    def _snapshot(self, s: _Service) -> ServiceStatus:
+    def _snapshot(self, s: ServiceRecord) -> ServiceStatus:
         name = s.spec.name
         lines = s.failed_lines if s.state is ServiceState.READY and s.failed_lines else s.last_lines
         return ServiceStatus(
@@ -298,7 +240,7 @@ class Supervisor:
             ):
                 self._launch(s)
 
-    def _launch(self, s: _Service) -> None:
+    def _launch(self, s: ServiceRecord) -> None:
         s.state = ServiceState.STARTING
         s.reason = None
         s.failed_lines = ()
@@ -317,41 +259,17 @@ class Supervisor:
         self._printer.system(
             f"{name}: starting (pid {s.process.pid}): {s.spec.command}", service=name
         )
-        self._spawn(self._watch(s, s.process, s.port))
+        self._lookout.watch(s.spec, s.process, s.port)
 
-    def _start(self, s: _Service, port: int, lines: Lines) -> StartedProcess:
+    def _start(self, s: ServiceRecord, port: int, lines: Lines) -> StartedProcess:
         return self._starter.start(s.spec, port, functools.partial(self._on_output, s, lines))
 
-    async def _watch(self, s: _Service, process: StartedProcess, port: int) -> None:
-        """Probe the process's readiness on ``port`` while it runs; post its exit once its group
-        is gone."""
-        probing = self._spawn(self._probe(s, process, port))
-        returncode = await process.wait()
-        probing.cancel()
-        await process.stop()  # whatever it left behind in its group goes too
-        self.post(ProcessExited(s.spec.name, process.pid, returncode))
-
-    async def _probe(self, s: _Service, process: StartedProcess, port: int) -> None:
-        health = s.spec.health
-        if health.enabled:  # else: ready once started
-            overdue = self._spawn(self._warn_overdue(s, process.pid, health.timeout_seconds))
-            try:
-                await self._readiness.wait(health, port)
-            finally:
-                overdue.cancel()
-        elapsed = self._clock.now() - process.started_at
-        self.post(ServiceBecameReady(s.spec.name, process.pid, elapsed))
-
-    async def _warn_overdue(self, s: _Service, pid: int, timeout: float) -> None:
-        await self._clock.sleep(timeout)
-        self.post(ReadinessOverdue(s.spec.name, pid))
-
-    def _on_output(self, s: _Service, last_lines: Lines, lines: list[bytes]) -> None:
+    def _on_output(self, s: ServiceRecord, last_lines: Lines, lines: list[bytes]) -> None:
         self._printer.lines(s.spec.name, lines)
         last_lines.extend(lines[-LAST_LINES:])
         s.snapshot = None
 
-    def _on_ready(self, s: _Service, pid: int, elapsed: float) -> None:
+    def _on_ready(self, s: ServiceRecord, pid: int, elapsed: float) -> None:
         if s.candidate is not None and s.candidate.pid == pid:
             self._switch(s)
             return
@@ -369,7 +287,7 @@ class Supervisor:
             f"{name}: {what} in {elapsed * 1000:.0f} ms on port {s.port}", service=name
         )
 
-    def _on_overdue(self, s: _Service, pid: int) -> None:
+    def _on_overdue(self, s: ServiceRecord, pid: int) -> None:
         health = s.spec.health
         probe = (
             f"GET {health.path} did not answer 2xx/3xx"
@@ -389,7 +307,7 @@ class Supervisor:
             service=s.spec.name,
         )
 
-    def _on_exited(self, s: _Service, pid: int, returncode: int) -> None:
+    def _on_exited(self, s: ServiceRecord, pid: int, returncode: int) -> None:
         if s.candidate is not None and s.candidate.pid == pid:
             self._reload_failed(s, describe_exit(returncode))
             return
@@ -413,7 +331,7 @@ class Supervisor:
         if s.state in FINAL:
             s.reload_started = None
 
-    def _on_unexpected_exit(self, s: _Service, returncode: int) -> None:
+    def _on_unexpected_exit(self, s: ServiceRecord, returncode: int) -> None:
         name, policy = s.spec.name, s.spec.restart
         how = describe_exit(returncode)
         if returncode == 0 and policy is not RestartPolicy.ALWAYS:
@@ -440,18 +358,14 @@ class Supervisor:
         s.reason = how
         s.restarts += 1
         self._printer.system(f"{name}: {how}; restarting in {delay:g}s", error=True, service=name)
-        self._spawn(self._wait_backoff(s, delay, s.attempt))
+        self._lookout.wait_backoff(name, delay, s.attempt)
 
-    async def _wait_backoff(self, s: _Service, delay: float, attempt: int) -> None:
-        await self._clock.sleep(delay)
-        self.post(BackoffElapsed(s.spec.name, attempt))
-
-    def _fail(self, s: _Service, reason: str) -> None:
+    def _fail(self, s: ServiceRecord, reason: str) -> None:
         s.state = ServiceState.FAILED
         s.reason = reason
         self._printer.system(f"{reason}", error=True, service=s.spec.name)
 
-    def _on_restart_requested(self, s: _Service) -> None:
+    def _on_restart_requested(self, s: ServiceRecord) -> None:
         if self._shutting_down:
             return
         if s.state.is_running:
@@ -462,7 +376,7 @@ class Supervisor:
 
     # --- reloads -----------------------------------------------------------------------------
 
-    def _on_reload_requested(self, s: _Service, files: tuple[str, ...]) -> None:
+    def _on_reload_requested(self, s: ServiceRecord, files: tuple[str, ...]) -> None:
         name = s.spec.name
         if self._shutting_down or s.state in NOT_RELOADED:
             logger.debug("%s: %s; not reloading while %s", name, describe_changes(s.spec, files),
@@ -479,13 +393,13 @@ class Supervisor:
         elif s.state is not ServiceState.RESTARTING:  # else its next process runs the new code
             s.state = ServiceState.PENDING  # backoff, failed, crashed, done: start it now
 
-    def _start_candidate(self, s: _Service) -> None:
+    def _start_candidate(self, s: ServiceRecord) -> None:
         """Blue-green: start the new version on a fresh port; the old one keeps serving."""
         self._retire_candidate(s)
         avoid = {other.port for other in self._services.values()}
         avoid.update(spec.port for spec in self.spec.services.values() if spec.port is not None)
         port = self._pick_port(avoid)
-        lines = _lines()
+        lines = new_lines()
         name = s.spec.name
         try:
             process = self._start(s, port, lines)
@@ -498,9 +412,9 @@ class Supervisor:
             f"{s.spec.command}",
             service=name,
         )
-        self._spawn(self._watch(s, process, port))
+        self._lookout.watch(s.spec, process, port)
 
-    def _switch(self, s: _Service) -> None:
+    def _switch(self, s: ServiceRecord) -> None:
         """Blue-green: the new version is ready; it takes the service's port, the old one is
         drained."""
         assert s.candidate is not None
@@ -518,7 +432,7 @@ class Supervisor:
         if old is not None:
             self._retire(old)
 
-    def _reload_failed(self, s: _Service, how: str, lines: Lines | None = None) -> None:
+    def _reload_failed(self, s: ServiceRecord, how: str, lines: Lines | None = None) -> None:
         """Blue-green: the new version did not start; stop it, keep the old one serving, and
         say so loudly, with its last lines."""
         lines = s.candidate_lines if lines is None else lines
@@ -526,17 +440,13 @@ class Supervisor:
         s.reload_started = None
         s.failed_lines = tuple(lines)
         s.reason = f"reload failed: the new version {how.removeprefix(s.spec.name + ': ')}"
-        quoted = [line.decode("utf-8", "replace").strip() for line in lines]
-        quoted = [line for line in quoted if line][-FAILED_LINES:]
-        said = f" (last output: {' / '.join(quoted)})" if quoted else ""
         self._printer.system(
-            f"{s.spec.name}: {s.reason}{said}; the previous version keeps serving on port "
-            f"{s.port}",
+            describe_failed_reload(s.spec.name, s.reason, lines, s.port),
             error=True,
             service=s.spec.name,
         )
 
-    def _promote(self, s: _Service, returncode: int) -> None:
+    def _promote(self, s: ServiceRecord, returncode: int) -> None:
         """Blue-green: the old version exited while the new one starts; requests wait for the
         new one."""
         assert s.candidate is not None
@@ -551,7 +461,7 @@ class Supervisor:
             service=s.spec.name,
         )
 
-    def _retire_candidate(self, s: _Service) -> None:
+    def _retire_candidate(self, s: ServiceRecord) -> None:
         if s.candidate is not None:
             self._retire(s.candidate)
             s.candidate = None
@@ -559,13 +469,13 @@ class Supervisor:
     def _retire(self, process: StartedProcess) -> None:
         """Stop a process that no longer is the service's (its exit is ignored): SIGTERM, so the
         requests it still answers finish, and SIGKILL after the stop timeout."""
-        task = self._spawn(process.stop())
+        task = self._spawn(process.stop(force=self._is_forced))
         self._retiring[process] = task
         task.add_done_callback(lambda _: self._retiring.pop(process, None))
 
     # --- stopping ----------------------------------------------------------------------------
 
-    def _stop(self, s: _Service, *, then: ServiceState) -> None:
+    def _stop(self, s: ServiceRecord, *, then: ServiceState) -> None:
         """Stop the service's process; once it exited the service is ``then`` (STOPPED, or
         PENDING to start again). A stop for good overrides a restart under way."""
         self._retire_candidate(s)
@@ -585,6 +495,7 @@ class Supervisor:
 
     def _on_shutdown(self, force: bool) -> None:
         if force:
+            self._is_forced = True
             for s in self._services.values():
                 if s.process is not None and (s.state.is_running or s.state.is_stopping):
                     self._spawn(s.process.stop(force=True))
@@ -620,33 +531,3 @@ class Supervisor:
                 return
         if self._shutting_down:
             self.started.cancel()
-
-
-def describe_changes(spec: ServiceSpec, files: tuple[str, ...]) -> str:
-    """``server.py changed``, ``3 files changed: a.py, b.py, c.py`` (paths under the service's
-    folder relative to it; at most :data:`NAMED_FILES` named)."""
-    names = [_shown_path(spec, path) for path in files]
-    if not names:
-        return "reload requested"
-    if len(names) == 1:
-        return f"{names[0]} changed"
-    shown = ", ".join(names[:NAMED_FILES]) + (", ..." if len(names) > NAMED_FILES else "")
-    return f"{len(names)} files changed: {shown}"
-
-
-def _shown_path(spec: ServiceSpec, path: str) -> str:
-    if not os.path.isabs(path):
-        return path
-    relative = os.path.relpath(path, spec.cwd)
-    return path if relative.startswith("..") else relative
-
-
-def describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        import signal
-
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exited with code {returncode}"

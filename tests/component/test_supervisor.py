@@ -18,9 +18,10 @@ import pytest
 from devstack.errors import ServiceStartError
 from devstack.manifest.spec import HealthSpec, RestartPolicy, ServiceSpec, StackSpec
 from devstack.run.output import Printer
+from devstack.run.record import stop_order
 from devstack.run.spawn import Spawner
 from devstack.run.starter import SpawningStarter
-from devstack.run.supervisor import Supervisor, stop_order
+from devstack.run.supervisor import Supervisor
 from devstack.status import ServiceState
 from tests.clock import ManualClock
 from tests.conditions import async_wait_until

@@ -30,7 +30,8 @@ from devstack.manifest.spec import (
 from devstack.run.events import ProcessExited, ServiceBecameReady, StopRequested
 from devstack.run.output import Printer
 from devstack.run.process import OutputHandler
-from devstack.run.supervisor import Supervisor, describe_changes
+from devstack.run.supervisor import Supervisor
+from devstack.run.wording import describe_changes
 from devstack.status import ServiceState, ServiceStatus
 from tests.clock import ManualClock
 
@@ -694,8 +695,10 @@ def test_a_reload_starts_a_service_that_failed_in_a_crash_loop() -> None:
     play(history, service("web"), service("db"))
 
 
-@pytest.mark.parametrize(("policy", "returncode", "ended"),
-                         [(RestartPolicy.NEVER, 1, CRASHED), (RestartPolicy.ON_FAILURE, 0, DONE)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("policy", "returncode", "ended"),
+    [(RestartPolicy.NEVER, 1, CRASHED), (RestartPolicy.ON_FAILURE, 0, DONE)],
+)
 def test_a_reload_starts_a_crashed_or_done_service_again(
     policy: RestartPolicy, returncode: int, ended: ServiceState
 ) -> None:
@@ -827,3 +830,175 @@ def test_a_reload_during_the_shutdown_is_ignored() -> None:
         assert len(script.starter.started) == 1
 
     play(history, service("web"), exits_on_stop=False)
+
+
+# --- reloads (reload: blue-green) ------------------------------------------------------------
+
+
+TRACEBACK = (
+    "Traceback (most recent call last):",
+    '  File "server.py", line 3',
+    "",
+    "SyntaxError: invalid syntax",
+)
+
+
+def blue_green(name: str = "web", **options: object) -> ServiceSpec:
+    return service(name, reload=ReloadMode.BLUE_GREEN, **options)  # type: ignore[arg-type]
+
+
+async def ready_then_reload(script: Script, name: str = "web") -> tuple[FakeProcess, FakeProcess]:
+    """``name`` ready, then reloaded: its old process and the new one (starting)."""
+    await script.reaches(name, STARTING)
+    await script.answer(name)
+    old = script.process(name)
+    script.supervisor.reload(name, ("server.py",))
+    await until(lambda: script.process(name) is not old, f"a new process of {name}")
+    return old, script.process(name)
+
+
+def test_blue_green_serves_the_old_version_until_the_new_one_is_ready_then_drains_it() -> None:
+    async def history(script: Script) -> None:
+        old, new = await ready_then_reload(script)
+        assert new.port == FIRST_PICKED_PORT
+        assert script.avoided[-1] >= {FIRST_PORT, FIRST_PORT + 1}, "not a port of any service"
+        serving = script.status("web")
+        assert (serving.state, serving.port, serving.pid) == (READY, FIRST_PORT, old.pid)
+        assert (await script.supervisor.wait_ready("web", 30)).pid == old.pid, "no waiting"
+        assert old.stops == []
+        script.clock.advance(0.2)
+        switched = await script.answer("web")
+        assert (switched.port, switched.pid, switched.reason) == (FIRST_PICKED_PORT, new.pid, None)
+        assert old.stops == [False], "the old version is drained once the new one serves"
+        assert script.lines[-3:] == [
+            "devstack | web: reloading (server.py changed)",
+            f"devstack | web: starting the new version on port {FIRST_PICKED_PORT} (pid 103): "
+            "serve web",
+            f"devstack | web: reloaded in 200 ms on port {FIRST_PICKED_PORT}",
+        ]
+        old.exit(-signal.SIGTERM)
+        await settle()
+        assert script.status("web") == switched, "the drained version's exit changes nothing"
+        script.supervisor.reload("web", ("server.py",))
+        await until(lambda: script.process("web").port == FIRST_PICKED_PORT + 1, "a fresh port")
+        assert FIRST_PICKED_PORT in script.avoided[-1]
+
+    play(history, blue_green(), service("db"), exits_on_stop=False)
+
+
+def test_blue_green_keeps_the_old_version_when_the_new_one_exits() -> None:
+    async def history(script: Script) -> None:
+        old, new = await ready_then_reload(script)
+        old.say("old version serving")
+        new.say(*TRACEBACK)
+        new.exit(1)
+        reason = "reload failed: the new version exited with code 1"
+        await until(lambda: script.status("web").reason is not None, "the failure in the status")
+        failed = script.status("web")
+        assert failed == ServiceStatus(
+            name="web",
+            state=READY,
+            port=FIRST_PORT,
+            pid=old.pid,
+            reason=reason,
+            last_lines=TRACEBACK,
+        )
+        assert failed.has_failed_reload
+        assert script.lines[-1] == (
+            f'devstack | web: {reason} (last output: Traceback (most recent call last): / File '
+            f'"server.py", line 3 / SyntaxError: invalid syntax); the previous version keeps '
+            f"serving on port {FIRST_PORT}"
+        )
+        assert old.stops == []
+        old.say("still serving")
+        assert script.status("web").last_lines[-1] == "SyntaxError: invalid syntax"
+        # The next edit (the fix) switches to the new version and clears the failure.
+        script.supervisor.reload("web", ("server.py",))
+        await until(lambda: len(script.starter.processes("web")) == 3, "a third process")
+        fixed = await script.answer("web")
+        assert (fixed.reason, fixed.port, fixed.has_failed_reload) == (
+            None, FIRST_PICKED_PORT + 1, False)  # fmt: skip
+
+    play(history, blue_green(), exits_on_stop=False)
+
+
+def test_blue_green_keeps_the_old_version_when_the_new_one_is_not_ready_in_time() -> None:
+    async def history(script: Script) -> None:
+        old, new = await ready_then_reload(script)
+        script.clock.advance(10)
+        await until(lambda: script.status("web").reason is not None, "the failure in the status")
+        assert new.stops == [False]
+        status = script.status("web")
+        assert (status.state, status.pid, status.port) == (READY, old.pid, FIRST_PORT)
+        assert status.reason == (
+            f"reload failed: the new version not ready after 10s (nothing accepts connections "
+            f"on port {FIRST_PICKED_PORT})"
+        )
+        new.exit(-signal.SIGTERM)
+        await settle()
+        assert script.status("web") == status
+
+    play(history, blue_green(health=HealthSpec(timeout_seconds=10)), exits_on_stop=False)
+
+
+def test_a_blue_green_reload_while_the_new_version_starts_starts_it_once_more() -> None:
+    async def history(script: Script) -> None:
+        _, first = await ready_then_reload(script)
+        script.supervisor.reload("web", ("server.py",))
+        await until(lambda: script.process("web") is not first, "a third process")
+        second = script.process("web")
+        assert (first.stops, second.port) == ([False], FIRST_PICKED_PORT + 1)
+        first.exit(-signal.SIGTERM)
+        await settle()
+        assert script.status("web").reason is None, "a superseded new version is no failure"
+        switched = await script.answer("web")
+        assert (switched.pid, switched.port) == (second.pid, second.port)
+        assert len(script.starter.started) == 3
+
+    play(history, blue_green(), exits_on_stop=False)
+
+
+def test_when_the_old_version_exits_during_a_blue_green_reload_requests_wait_for_the_new() -> None:
+    async def history(script: Script) -> None:
+        old, new = await ready_then_reload(script)
+        old.exit(1)
+        starting = await script.reaches("web", STARTING)
+        assert (starting.pid, starting.port) == (new.pid, new.port)
+        assert script.lines[-1] == (
+            "devstack | web: the previous version exited with code 1 while the new one starts; "
+            "waiting for the new one"
+        )
+        ready = await script.answer("web")
+        assert ready.pid == new.pid
+
+    play(history, blue_green())
+
+
+def test_a_blue_green_service_that_is_not_serving_reloads_by_restarting() -> None:
+    async def history(script: Script) -> None:
+        await script.reaches("web", STARTING)
+        first = script.process("web")
+        script.supervisor.reload("web", ("server.py",))
+        await until(lambda: script.process("web") is not first, "a new process")
+        assert first.stops == [False]
+        assert script.process("web").port == FIRST_PORT
+        assert script.avoided == []
+
+    play(history, blue_green())
+
+
+def test_the_shutdown_stops_both_versions_of_a_blue_green_reload() -> None:
+    async def history(script: Script) -> None:
+        old, new = await ready_then_reload(script)
+        script.supervisor.request_shutdown()
+        await script.reaches("web", STOPPING)
+        assert (old.stops, new.stops) == ([False], [False])
+        old.exit(-signal.SIGTERM)
+        await script.reaches("web", STOPPED)
+        assert script.running is not None
+        await settle()
+        assert not script.running.done(), "the shutdown waits for the new version to stop too"
+        new.exit(-signal.SIGTERM)
+        await until(script.running.done, "the shutdown to finish")
+
+    play(history, blue_green(), exits_on_stop=False)
