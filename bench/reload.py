@@ -64,6 +64,10 @@ BASELINE = "watchfiles+caddy"
 EDIT_SECONDS = 30.0
 """Deadline for a new version to answer after a save; past it the bench stops and says so."""
 START_SECONDS = 30.0
+EDIT_INTERVAL_SECONDS = 1.0
+"""The least time from an edit's new answer to the next save of the same file: a person's pace.
+Saving again the moment a service is back reads, to devstack's reload-loop detector, as the
+service writing into its own watch set; three in a row and it stops reloading on that file."""
 SLACK_SECONDS = 0.050
 """The target: a median edit-to-new-response within the service's own start time plus this."""
 IDLE_CPU_LIMIT_PERCENT = 0.5
@@ -108,6 +112,8 @@ class Stack:
     """Whose output to show when it fails."""
     poller: Poller
     edits: int = 0
+    answered_at: float = -math.inf
+    """When its last edit was answered (``time.monotonic()``)."""
 
     def tails(self) -> str:
         return "\n".join(f"  {p.name} ({p.log}):\n{p.tail()}" for p in self.programs)
@@ -267,7 +273,11 @@ def _checked(stack: Stack) -> Stack:
 
 def edit_and_wait(stack: Stack, subject: Subject) -> Reload:
     """Save the next edit of the stack's copy and poll through its proxy until the new token
-    answers; a save that is never answered stops the bench with what was answered instead."""
+    answers; a save that is never answered stops the bench with what was answered instead.
+    Saves of one copy are at least :data:`EDIT_INTERVAL_SECONDS` apart, at a person's pace."""
+    pause = stack.answered_at + EDIT_INTERVAL_SECONDS - time.monotonic()
+    if pause > 0:
+        time.sleep(pause)  # the pace of the edits, part of the method
     stack.edits += 1
     number = stack.edits
     path = stack.service_dir / subject.script
@@ -293,7 +303,8 @@ def edit_and_wait(stack: Stack, subject: Subject) -> Reload:
         )
     except BenchError as exc:
         raise BenchError(f"{exc}; last answer: {describe(last)}\n{stack.tails()}") from exc
-    return Reload(time.monotonic() - saved, failures)
+    stack.answered_at = time.monotonic()
+    return Reload(stack.answered_at - saved, failures)
 
 
 def describe(answer: Answer) -> str:
