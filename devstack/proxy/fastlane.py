@@ -215,9 +215,10 @@ class FastPath(asyncio.Protocol):
         if outgoing is None:
             self._hand_over(data)
             return
-        service, port, request_head = outgoing
+        service, port, request_head, is_live = outgoing
         self._head, self._pending = head, data[end + 4 :]
-        relay = self._relay = Relay(self, service, self._parser.get_method() == b"HEAD")
+        is_head = self._parser.get_method() == b"HEAD"
+        relay = self._relay = Relay(self, service, is_head, is_live=is_live)
         now = self._loop.time()
         self.deadline = now + self.lane.upstream_timeout
         self.arm(self.deadline)
@@ -227,9 +228,9 @@ class FastPath(asyncio.Protocol):
         else:
             relay.send(connection, request_head)
 
-    def _outgoing(self) -> tuple[str, int, bytes] | None:
-        """``(service, port, head to send)`` when the parsed request is plain, else ``None``.
-        The target and Host are checked and resolved as the full proxy does
+    def _outgoing(self) -> tuple[str, int, bytes, bool] | None:
+        """``(service, port, head to send, the route's live_reload)`` when the parsed request is
+        plain, else ``None``. The target and Host are checked and resolved as the full proxy does
         (:meth:`RouteTable.route`); whatever that refuses is the full proxy's to answer."""
         parser = self._parser
         if parser.get_http_version() != "1.1" or not parser.should_keep_alive():
@@ -257,7 +258,7 @@ class FastPath(asyncio.Protocol):
         lines += [name + b": " + value for name, value in forwarded]
         lines.append(b"\r\n")
         self.accept = accept
-        return status.name, status.port, b"\r\n".join(lines)
+        return status.name, status.port, b"\r\n".join(lines), match.target.live_reload
 
     async def _connect(self, relay: Relay, port: int, request_head: bytes) -> None:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
 from devstack.manifest.spec import StackSpec
 from devstack.proxy.bind import Listeners
@@ -44,6 +45,13 @@ class Frontend:
                 await self._renewal
         if self._proxy is not None:
             await self._proxy.stop()
+
+    def static_changed(self, root: Path, files: tuple[Path, ...]) -> None:
+        """Files under ``root``, a static route's folder, changed: open pages swap the
+        stylesheets among them in place, or reload for anything else. Nothing before
+        ``start()``."""
+        if self._proxy is not None:
+            self._proxy.static_changed(root, files)
 
     @property
     def url(self) -> str:

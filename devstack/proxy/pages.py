@@ -68,21 +68,29 @@ def accepts_json(accept: str) -> bool:
     return "json" in accept and "text/html" not in accept
 
 
-def failure_page(request: web.BaseRequest, failure: ForwardError) -> web.Response | None:
+def failure_page(
+    request: web.BaseRequest, failure: ForwardError, *, tail: str = ""
+) -> web.Response | None:
+    """The page for a failure; ``tail`` ends an HTML page's body (the live-reload script, so
+    the page reloads by itself once the service is ready)."""
     status = status_for(failure)
     if status is None:
         return None
-    return page(request, status, *_failure_facts(failure, status))
+    facts = _failure_facts(failure, status)
+    content_type, text = page_content(status, *facts, as_json=wants_json(request), tail=tail)
+    return web.Response(status=status, text=text, content_type=content_type, headers=PAGE_HEADERS)
 
 
-def failure_answer(failure: ForwardError, accept: str) -> tuple[int, str, bytes] | None:
+def failure_answer(
+    failure: ForwardError, accept: str, *, tail: str = ""
+) -> tuple[int, str, bytes] | None:
     """The failure page as ``(status, content type, body)``, for the fast lane, which writes its
     own bytes; ``accept`` is the request's Accept header. ``None`` when nobody is left to answer."""
     status = status_for(failure)
     if status is None:
         return None
-    content_type, text = page_content(status, *_failure_facts(failure, status),
-                                      as_json=accepts_json(accept))  # fmt: skip
+    facts = _failure_facts(failure, status)
+    content_type, text = page_content(status, *facts, as_json=accepts_json(accept), tail=tail)
     return status, content_type, text.encode()
 
 
@@ -184,14 +192,16 @@ def page_content(
     facts: Mapping[str, JsonValue],
     *,
     as_json: bool,
+    tail: str = "",
 ) -> tuple[str, str]:
-    """A page's content type (without charset) and text: JSON for API clients, else HTML."""
+    """A page's content type (without charset) and text: JSON for API clients, else HTML
+    (``tail``, trusted HTML, ends its body)."""
     if as_json:
         return "application/json", json.dumps({"status": status, "title": title, **facts})
     text = (
         f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
         f"<style>{_STYLE}</style></head><body><h1>{status} {html.escape(title)}</h1>"
-        f'{body_html}<p class="muted">devstack proxy</p></body></html>'
+        f'{body_html}<p class="muted">devstack proxy</p>{tail}</body></html>'
     )
     return "text/html", text
 

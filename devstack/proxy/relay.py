@@ -9,6 +9,10 @@ no length), reading from the service only as fast as the client takes it. The an
 pass as :func:`devstack.proxy.headers.response_headers_bytes` leaves them; ``Date`` and
 ``Server`` are added when missing, as aiohttp does on the full proxy.
 
+An HTML page gets the live-reload tag after its body when the rules of
+:mod:`devstack.proxy.live.injection` allow (decided in :meth:`Relay.headers_arrived` from headers
+it reads anyway): its Content-Length grows by the tag's length, or the tag is one more chunk.
+
 Failures before anything reached the client are answered with the proxy's pages (504 when no
 answer came in time, 502 for a broken one: :func:`devstack.proxy.failures.failure_for` says
 which), or handed to the full proxy when a pooled connection turns out closed; after that the
@@ -28,6 +32,8 @@ from aiohttp.http import SERVER_SOFTWARE
 from devstack.proxy import pages
 from devstack.proxy.failures import ConnectionLost, Stage, failure_for
 from devstack.proxy.headers import response_headers_bytes
+from devstack.proxy.live import injection
+from devstack.proxy.live.script import SCRIPT_HTML
 from devstack.proxy.upstream.connection import Connection, Exchange
 
 logger = logging.getLogger(__name__)
@@ -70,13 +76,17 @@ class Front(Protocol):
 class Relay(Exchange):
     """One answer, written to the client as the service's connection reports it."""
 
-    __slots__ = ("_body", "_connection", "_front", "_head", "_is_chunked", "_is_streamed",
-                 "connecting", "service")  # fmt: skip
+    __slots__ = ("_body", "_connection", "_front", "_head", "_is_chunked", "_is_live",
+                 "_is_streamed", "_tag", "connecting", "service")  # fmt: skip
 
-    def __init__(self, front: Front, service: str, is_head: bool) -> None:
+    def __init__(self, front: Front, service: str, is_head: bool, *, is_live: bool) -> None:
+        """``is_live``: the route's ``live_reload`` (its HTML pages may get the script)."""
         super().__init__(is_head=is_head)
         self._front = front
         self.service = service
+        self._is_live = is_live
+        self._tag = b""
+        """Written after the body: the live-reload tag, or nothing."""
         self._connection: Connection | None = None
         self.connecting: asyncio.Task[None] | None = None
         self._head: list[bytes] = []
@@ -99,11 +109,18 @@ class Relay(Exchange):
         head = self._head
         head.append(_status_line(status, self.reason))
         length: int | None = None
+        length_at = 0
+        content_type = encoding = b""
         has_date = has_server = False
         for name, value in response_headers_bytes(self.raw_headers):
             lower = name.lower()
             if lower == b"content-length":
                 length = int(value) if value.isdigit() else None
+                length_at = len(head) + 2  # where its value lands in ``head``
+            elif lower == b"content-type":
+                content_type = value
+            elif lower == b"content-encoding":
+                encoding += value
             elif lower == b"date":
                 has_date = True
             elif lower == b"server":
@@ -113,6 +130,8 @@ class Relay(Exchange):
             head.append(b"Date: %s\r\n" % rfc822_formatted_time().encode())
         if not has_server:
             head.append(b"Server: %s\r\n" % SERVER_SOFTWARE.encode())
+        if self._is_live and content_type:
+            self._add_tag(content_type, encoding, length, length_at)
         has_body = not self.is_head and status not in _NO_BODY_STATUSES
         if has_body and (length is None or length > SMALL_BODY_BYTES):
             self._is_streamed = True
@@ -123,6 +142,16 @@ class Relay(Exchange):
             self._front.transport.write(b"".join(head))
         else:
             head.append(b"\r\n")
+
+    def _add_tag(self, content_type: bytes, encoding: bytes, length: int | None,
+                 length_at: int) -> None:  # fmt: skip
+        """Decide whether the live-reload tag follows the body; if it does, the Content-Length
+        (whose value is at ``length_at`` in the head) grows by its length."""
+        tag = injection.tag_for(self.status, content_type, encoding, is_head=self.is_head,
+                                service=self.service)  # fmt: skip
+        self._tag = tag
+        if tag and length is not None:
+            self._head[length_at] = b"%d" % (length + len(tag))
 
     def body_arrived(self, connection: Connection, chunk: bytes) -> None:
         if not self._is_streamed:
@@ -138,11 +167,17 @@ class Relay(Exchange):
 
     def completed(self) -> None:
         front = self._front
+        tag = self._tag
         if self._is_streamed:
             if self._is_chunked:
-                front.transport.write(b"0\r\n\r\n")
+                if tag:
+                    front.transport.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(tag), tag))
+                else:
+                    front.transport.write(b"0\r\n\r\n")
+            elif tag:
+                front.transport.write(tag)
         else:
-            front.transport.write(b"".join(self._head + self._body))
+            front.transport.write(b"".join(self._head + self._body) + tag)
         self._release(is_reusable=True)
         front.answered()
 
@@ -166,7 +201,8 @@ class Relay(Exchange):
             front.hand_over_request()  # a pooled connection the service had closed: go fresh
             return
         failure = failure_for(error, self.service, Stage.ANSWERING, limit=front.upstream_timeout)
-        answer = pages.failure_answer(failure, front.accept)
+        tail = SCRIPT_HTML if self._is_live else ""
+        answer = pages.failure_answer(failure, front.accept, tail=tail)
         assert answer is not None
         front.transport.write(_page_bytes(*answer))
         front.answered()

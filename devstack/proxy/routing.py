@@ -2,6 +2,9 @@
 
 Rules, in the order they decide:
 
+0. ``/_devstack`` and everything below it (:data:`RESERVED_PREFIX`) is the proxy's own, on every
+   allowed host, whatever the routes say: the live-reload script and its socket
+   (:mod:`devstack.proxy.live`).
 1. A route with a ``host`` beats every route without one (hosts match case-insensitively,
    without the port and without a trailing dot).
 2. Among the routes left, the longest path prefix wins, whatever the order in the manifest.
@@ -47,19 +50,32 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 DEFAULT_SERVICE_NAME = "web"
 
+RESERVED_PREFIX = "/_devstack"
+"""Paths the proxy answers itself on every allowed host, before any route."""
+
 
 @dataclass(frozen=True)
 class Target:
-    """Where a matched request goes: exactly one of ``service`` and ``static`` is set."""
+    """Where a matched request goes: at most one of ``service`` and ``static`` is set; neither
+    for the proxy's own paths (:data:`RESERVED_PREFIX`)."""
 
     service: str | None = None
     static: Path | None = None
     strip_prefix: bool = False
+    live_reload: bool = True
+    """HTML pages answered here get the live-reload script (``live_reload`` of the route and,
+    for a service, of the service)."""
+
+    @property
+    def is_reserved(self) -> bool:
+        return self.service is None and self.static is None
 
     def describe(self) -> str:
         if self.service is not None:
             return f"service {self.service}"
-        return f"files in {self.static}"
+        if self.static is not None:
+            return f"files in {self.static}"
+        return "devstack"
 
 
 @dataclass(frozen=True)
@@ -201,6 +217,8 @@ class RouteTable:
                     service=r.service,
                     static=_absolute(spec, r.static) if r.static is not None else None,
                     strip_prefix=r.strip_prefix,
+                    live_reload=r.live_reload
+                    and (r.service is None or spec.services[r.service].live_reload),
                 ),
                 line=r.line,
             )
@@ -208,16 +226,18 @@ class RouteTable:
         ]
         routes += [
             Route(
-                host=f"{name}.localhost", prefix="/", target=Target(service=name), is_implicit=True
+                host=f"{name}.localhost",
+                prefix="/",
+                target=Target(service=name, live_reload=service.live_reload),
+                is_implicit=True,
             )
-            for name in spec.services
+            for name, service in spec.services.items()
         ]
         if not spec.routes and spec.services:
             default = DEFAULT_SERVICE_NAME if DEFAULT_SERVICE_NAME in spec.services else None
             default = default or next(iter(spec.services))
-            routes.append(
-                Route(host=None, prefix="/", target=Target(service=default), is_implicit=True)
-            )
+            target = Target(service=default, live_reload=spec.services[default].live_reload)
+            routes.append(Route(host=None, prefix="/", target=target, is_implicit=True))
         return cls(routes, extra_hosts=spec.proxy.hosts)
 
     def resolve(self, host: str, path: str) -> Match | None:
@@ -227,6 +247,8 @@ class RouteTable:
         return self._resolve_host(normalize_host(host), path)
 
     def _resolve_uncached(self, name: str, path: str) -> Match | None:
+        if _RESERVED_ROUTE.matches_path(path):
+            return Match(_RESERVED_ROUTE, path)
         for route in self._by_host.get(name, ()):
             if route.matches_path(path):
                 return _match(route, path)
@@ -238,6 +260,9 @@ class RouteTable:
     def describe(self) -> list[dict[str, str | int | None]]:
         """The routes in the order they are tried, for the 404 page and ``devstack routes``."""
         return [route.describe() for route in self.routes]
+
+
+_RESERVED_ROUTE = Route(host=None, prefix=RESERVED_PREFIX, target=Target(), is_implicit=True)
 
 
 def _match(route: Route, path: str) -> Match:

@@ -15,6 +15,9 @@ Roles (after Caddy's reverse proxy):
   :mod:`devstack.proxy.websocket` relays WebSockets; :mod:`devstack.proxy.static` serves folders.
 - :mod:`devstack.proxy.pages` answers when something fails, with the status :func:`pages.status_for`
   picks.
+- :mod:`devstack.proxy.live` makes browsers follow the stack: ``/_devstack/`` is answered here
+  (the script and its WebSocket), the :class:`devstack.proxy.live.hub.Hub` tells connected pages
+  to reload, and HTML pages of both lanes get the script (:mod:`devstack.proxy.live.injection`).
 
 Requests to a service that is starting (or restarting) are held before their body is read,
 until the service is ready or ``proxy.wait_seconds`` passed; a refused connection while the
@@ -30,6 +33,7 @@ import socket
 import ssl
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -44,6 +48,9 @@ from devstack.proxy.body import PacedBody
 from devstack.proxy.failures import ForwardError, ServiceUnavailable, UpstreamRefused
 from devstack.proxy.fastlane import FastLane
 from devstack.proxy.forward import upstream_headers
+from devstack.proxy.live import endpoint
+from devstack.proxy.live.hub import Hub
+from devstack.proxy.live.script import SCRIPT_HTML
 from devstack.proxy.refusal import FrontDoorServer, options_answer, refusal_page
 from devstack.proxy.routing import Routed, RouteTable
 from devstack.proxy.target import BadRequest, BodyPace, check_framing
@@ -99,6 +106,7 @@ class Proxy:
         self._timeouts = timeouts
         self._table = RouteTable.from_spec(spec)
         self._upstream = PooledUpstream(upstream_timeout=spec.proxy.upstream_timeout_seconds)
+        self._hub = Hub(directory, spec.services, self._table)
         self._ws_session: aiohttp.ClientSession | None = None
         self._listeners: list[socket.socket] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -130,6 +138,16 @@ class Proxy:
         """The fast lane for plain requests (:mod:`devstack.proxy.fastlane`), while running
         without the access log."""
         return self._fast_lane
+
+    @property
+    def hub(self) -> Hub:
+        """The pages listening for live-reload events."""
+        return self._hub
+
+    def static_changed(self, root: Path, files: tuple[Path, ...]) -> None:
+        """Files under ``root``, a static route's folder, changed: pages swap stylesheets or
+        reload (:meth:`devstack.proxy.live.hub.Hub.static_changed`)."""
+        self._hub.static_changed(root, files)
 
     @property
     def port(self) -> int:
@@ -173,6 +191,7 @@ class Proxy:
             raise
         for sock in self._listeners:
             self._spawn(self._accept(sock))
+        self._spawn(self._hub.follow())
         logger.info("proxy listening on %s", self.url)
 
     async def stop(self) -> None:
@@ -181,6 +200,7 @@ class Proxy:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._hub.close()
         for sock in self._listeners:
             sock.close()
         self._listeners = []
@@ -313,9 +333,14 @@ class Proxy:
         if match is None:
             return pages.not_found_page(request, self._table)
         target = match.route.target
+        if target.is_reserved:
+            request[SERVICE_KEY] = "devstack"
+            return await endpoint.answer(request, match.path, hub=self._hub, table=self._table,
+                                         port=self.port)  # fmt: skip
         if target.static is not None:
             request[SERVICE_KEY] = "static"
-            return await static.serve(request, target.static, match.path, routed.target)
+            return await static.serve(request, target.static, match.path, routed.target,
+                                      live_reload=target.live_reload)  # fmt: skip
         service = target.service or ""
         request[SERVICE_KEY] = service
         try:
@@ -327,7 +352,8 @@ class Proxy:
         except BadRequest as refused:
             return refusal_page(request, refused)
         except ForwardError as failure:
-            response = pages.failure_page(request, failure)
+            tail = SCRIPT_HTML if target.live_reload else ""
+            response = pages.failure_page(request, failure, tail=tail)
             if response is None:
                 logger.debug("%s %s: %s", request.method, request.path, failure)
                 if request.transport is not None:
@@ -363,8 +389,9 @@ class Proxy:
                         handshake_seconds=self._spec.proxy.upstream_timeout_seconds,
                     )
                 return await self._upstream.forward(
-                    request, service, status.port, path_qs, headers, body
-                )
+                    request, service, status.port, path_qs, headers, body,
+                    live_reload=routed.match.target.live_reload,
+                )  # fmt: skip
             except UpstreamRefused:
                 if attempt == 2 or (body is not None and body.is_started):
                     raise

@@ -240,7 +240,7 @@ def test_an_encoded_slash_is_data_not_a_separator(tmp_path: Path) -> None:
             # root answers, and a static route never serves an encoded slash.
             for target in ("/api%2fadmin/x", "/docs%2Findex.html"):
                 assert (await ask(door, get(target, door.host))).status == 404, target
-            assert (await ask(door, get("/docs/index.html", door.host))).body == b"docs"
+            assert (await ask(door, get("/docs/index.html", door.host))).body.startswith(b"docs")
             assert door.forwarded == b""
 
     asyncio.run(main())

@@ -50,6 +50,9 @@ class StandInDirectory:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    async def changed(self) -> None:
+        await self._changed.wait()
+
     async def wait_ready(self, name: str, timeout: float) -> ServiceStatus:
         self.waiting += 1
         try:

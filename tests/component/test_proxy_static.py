@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from devstack.manifest.spec import RouteSpec
+from devstack.proxy.live.script import SCRIPT_HTML
 from devstack.tls.ca import ca_cert_path
 from tests.component.test_proxy_harness import (
     StandInDirectory,
@@ -67,6 +68,8 @@ def test_files_folders_and_content_types(site: Path) -> None:
             ]:
                 async with client.get(url + path) as resp:
                     assert resp.status == 200, path
+                    if kind == "text/html":  # pages get the live-reload script (test_live_reload)
+                        body += SCRIPT_HTML
                     assert await resp.text() == body
                     if kind:
                         assert resp.content_type == kind, path

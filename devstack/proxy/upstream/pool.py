@@ -11,6 +11,9 @@ The full proxy forwards through :meth:`PooledUpstream.forward`; the fast lane
 (:mod:`devstack.proxy.fastlane`) takes connections from the same pool
 (:meth:`PooledUpstream.idle_connection`, :meth:`PooledUpstream.connect`) and gives them back
 (:meth:`PooledUpstream.put_back`).
+
+HTML pages forwarded with ``live_reload`` get the live-reload tag after their body, by the rules
+of :mod:`devstack.proxy.live.injection` (Content-Length corrected, or one more chunk).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from multidict import CIMultiDict, istr
 from devstack.proxy.failures import ConnectionLost, Stage, failure_for
 from devstack.proxy.forward import RequestBody, start_response
 from devstack.proxy.headers import response_headers_bytes
+from devstack.proxy.live import injection
 from devstack.proxy.upstream.connection import Connection, Exchange
 
 logger = logging.getLogger(__name__)
@@ -155,7 +159,11 @@ class PooledUpstream:
         path_qs: str,
         headers: CIMultiDict[str],
         body: RequestBody | None,
+        *,
+        live_reload: bool = False,
     ) -> web.StreamResponse:
+        """Send the request to ``service`` on ``port`` and relay its answer; ``live_reload``:
+        the route's (its HTML pages may get the live-reload script)."""
         is_chunked = body is not None and _CONTENT_LENGTH not in headers
         if is_chunked:
             headers["Transfer-Encoding"] = "chunked"
@@ -176,7 +184,8 @@ class PooledUpstream:
             except BaseException:
                 connection.close()
                 raise
-            return await self._relay(request, service, connection, exchange, sending)
+            tag = _live_tag(exchange, service) if live_reload else b""
+            return await self._relay(request, service, connection, exchange, sending, tag)
         raise AssertionError("unreachable")
 
     async def _acquire(self, service: str, port: int) -> Connection:
@@ -247,15 +256,19 @@ class PooledUpstream:
         connection: Connection,
         exchange: _Exchange,
         sending: asyncio.Task[None] | None,
+        tag: bytes,
     ) -> web.StreamResponse:
+        """Pass the answer on, with ``tag`` (the live-reload script, or nothing) after its body."""
         headers = exchange.headers()
         status, reason = exchange.status, exchange.reason.decode("latin-1") or None
+        if tag and (length := headers.get(_CONTENT_LENGTH, "")).isdigit():
+            headers[_CONTENT_LENGTH] = str(int(length) + len(tag))
         try:
             if exchange.is_complete and exchange.error is None:
-                body = b"".join(exchange.chunks)
+                body = b"".join(exchange.chunks) + tag
                 return await start_response(request, status, reason, headers, body)
             response = await start_response(request, status, reason, headers, None)
-            await _stream(request, service, response, connection, exchange)
+            await _stream(request, service, response, connection, exchange, tag)
             return response
         except ConnectionResetError as exc:
             raise failure_for(exc, service, Stage.DELIVERING) from exc
@@ -292,10 +305,13 @@ async def _stream(
     response: web.StreamResponse,
     connection: Connection,
     exchange: _Exchange,
+    tag: bytes,
 ) -> None:
     try:
         while chunk := await _next_chunk(connection, exchange):
             await response.write(chunk)
+        if tag:
+            await response.write(tag)
     except ConnectionLost as exc:
         # Too late for an error page: cut the client off so it sees the answer is incomplete.
         logger.info("%s broke off its answer to %s %s: %s", service, request.method,
@@ -304,6 +320,19 @@ async def _stream(
             request.transport.close()
         return
     await response.write_eof()
+
+
+def _live_tag(exchange: _Exchange, service: str) -> bytes:
+    """:func:`devstack.proxy.live.injection.tag_for` on the answer's raw headers."""
+    content_type = encoding = b""
+    for name, value in exchange.raw_headers:
+        lower = name.lower()
+        if lower == b"content-type":
+            content_type = value
+        elif lower == b"content-encoding":
+            encoding += value
+    return injection.tag_for(exchange.status, content_type, encoding,
+                             is_head=exchange.is_head, service=service)  # fmt: skip
 
 
 async def _next_chunk(connection: Connection, exchange: _Exchange) -> bytes:
