@@ -1,6 +1,7 @@
 """The live-reload script, served at :data:`SCRIPT_PATH`, and the tag that loads it.
 
-The script opens a WebSocket to :data:`SOCKET_PATH` on the page's own origin, reconnects with
+The script (once per page: ``window.__devstackLive.connected`` says whether its socket is open)
+opens a WebSocket to :data:`SOCKET_PATH` on the page's own origin, reconnects with
 backoff (0.25 s doubling to 5 s) and acts on three messages:
 
 - ``{"type": "reload"}``: reload the page.
@@ -24,14 +25,14 @@ SCRIPT = r"""// devstack live reload: https://localhost/_devstack/live.js
 (() => {
   "use strict";
   if (window.__devstackLive) return;
-  window.__devstackLive = true;
+  const state = (window.__devstackLive = { connected: false });
   const url = new URL("/_devstack/live", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   let delay = 250;
 
   function connect() {
     const socket = new WebSocket(url);
-    socket.onopen = () => { delay = 250; };
+    socket.onopen = () => { delay = 250; state.connected = true; };
     socket.onmessage = (event) => {
       let message;
       try { message = JSON.parse(event.data); } catch { return; }
@@ -40,6 +41,7 @@ SCRIPT = r"""// devstack live reload: https://localhost/_devstack/live.js
       else if (message.type === "error") showError(message);
     };
     socket.onclose = () => {
+      state.connected = false;
       setTimeout(connect, delay);
       delay = Math.min(delay * 2, 5000);
     };
