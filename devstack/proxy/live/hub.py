@@ -164,8 +164,8 @@ class Hub:
 
 def is_in_trouble(status: ServiceStatus) -> bool:
     """Crashed, failed, waiting to restart after a crash, or ready on its old code after a
-    reload that failed (the supervisor leaves a ready service's ``reason`` empty otherwise)."""
-    return status.state in _TROUBLE_STATES or (status.is_ready and status.reason is not None)
+    reload that failed (blue-green: ``last_lines`` are then the failed attempt's)."""
+    return status.state in _TROUBLE_STATES or status.has_failed_reload
 
 
 def _is_new(ready: ServiceStatus, before: ServiceStatus) -> bool:
