@@ -189,9 +189,7 @@ async def loaded_stack(root: Path, mode: ReloadMode) -> AsyncIterator[Stack]:
     """The service at version 1 behind the proxy, under load from every client."""
     (root / "service.py").write_text(SERVICE)
     (root / "version.txt").write_text("1")
-    web = ServiceSpec(
-        name="web", command=f"{sys.executable} service.py", cwd=root, reload=mode
-    )
+    web = ServiceSpec(name="web", command=f"{sys.executable} service.py", cwd=root, reload=mode)
     spec = StackSpec(
         manifest_path=root / "devstack.yaml", services={"web": web}, proxy=ProxySpec(port=0)
     )
