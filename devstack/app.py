@@ -1,9 +1,11 @@
 """``devstack up`` once :mod:`devstack.launch` has prepared it: one event loop owning the
-supervisor, the proxy and the signals.
+supervisor, the proxy, the file watcher and the signals.
 
 The supervisor adopts the services launched early and starts the rest in dependency order; the
-proxy's modules load in the meantime. The first SIGINT/SIGTERM stops everything gracefully
-(dependents first); a second one forces.
+proxy's and the watcher's modules load in the meantime. Once the stack is up, the watcher's
+change sets become reloads (``Supervisor.reload``) and, under static routes, browser reloads
+(``Frontend.static_changed``). The first SIGINT/SIGTERM stops everything gracefully (dependents
+first); a second one forces.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from devstack.run.output import Printer
 from devstack.run.ports import PortAssignment
 from devstack.run.starter import SpawningStarter
 from devstack.run.supervisor import Supervisor
-from devstack.status import ServiceState
+from devstack.status import ServiceState, ServiceStatus
 
 if TYPE_CHECKING:
     from devstack.proxy.frontend import Frontend
+    from devstack.reload.changes import ChangeSet
+    from devstack.reload.loop import LoopDetector
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +56,16 @@ class Stack:
         self.exit_code = EXIT_OK
         self.began = began
         self._signals = 0
+        self._reload: asyncio.Future[None] | None = None
+        """The watcher's modules loading in the background, when something is watched."""
+
+    @property
+    def is_watching(self) -> bool:
+        if not self.launch.options.watch:
+            return False
+        if any(service.watch for service in self.spec.services.values()):
+            return True
+        return self.launch.proxy_enabled and any(route.static for route in self.spec.routes)
 
     async def run(self) -> int:
         gc.enable()  # cli.main disabled it for the start-up
@@ -63,6 +77,10 @@ class Stack:
         try:
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.add_signal_handler(signum, self._on_signal, supervisor)
+            if self.is_watching:
+                # pathspec and watchfiles take ~100 ms to import: in the default executor, beside
+                # the services' start-up, and only when something is watched.
+                self._reload = loop.run_in_executor(None, _load_reload)
             async with asyncio.TaskGroup() as group:
                 supervising = group.create_task(supervisor.run())
                 if launch.listeners is not None:
@@ -73,6 +91,8 @@ class Stack:
                     proxy_url=frontend.url if frontend else None,
                 )
                 group.create_task(self._report_start(supervisor, frontend))
+                if self._reload is not None:
+                    group.create_task(self._watch(supervisor, supervising, frontend))
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
@@ -120,10 +140,98 @@ class Stack:
             supervisor.request_shutdown()
             return
         elapsed = time.monotonic() - self.began
-        for line in summary_lines(supervisor, frontend, elapsed):
+        if self._reload is not None:
+            await self._reload
+        for line in summary_lines(supervisor, frontend, elapsed, watching=self._reload is not None):
             self.printer.system(line)
         # Everything long-lived exists now: keep the cyclic GC away from it (PERFORMANCE.md).
         gc.freeze()
+
+
+    async def _watch(
+        self, supervisor: Supervisor, supervising: asyncio.Task[None], frontend: Frontend | None
+    ) -> None:
+        """Once the stack is up, turn each change set into reloads until the supervisor ends.
+        A watcher that breaks (the system's limit on watches, a folder gone) is reported and
+        the stack keeps running without it."""
+        assert self._reload is not None
+        await self._reload
+        from devstack.reload.loop import LoopDetector
+        from devstack.reload.watcher import Watcher
+
+        try:
+            await supervisor.started
+        except (asyncio.CancelledError, ServiceStartError):
+            return  # _report_start says why
+        watcher = Watcher(self.spec)
+        supervising.add_done_callback(lambda _: watcher.stop())
+        if supervising.done():
+            return
+        detector = LoopDetector()
+        reloading: dict[str, ServiceStatus] = {}
+        following = asyncio.get_running_loop().create_task(
+            follow_reloads(supervisor, detector, reloading)
+        )
+        try:
+            async for changes in watcher.changes():
+                self._apply(changes, supervisor, frontend, detector, reloading)
+        except OSError as exc:
+            self.printer.system(f"watching files stopped: {exc}; edits no longer reload "
+                                "anything (`devstack up --no-watch` skips watching)", error=True)
+        finally:
+            following.cancel()
+
+    def _apply(
+        self,
+        changes: ChangeSet,
+        supervisor: Supervisor,
+        frontend: Frontend | None,
+        detector: LoopDetector,
+        reloading: dict[str, ServiceStatus],
+    ) -> None:
+        from devstack.reload.loop import loop_warning
+
+        for name, files in changes.services.items():
+            kept, looping = detector.screen(name, files)
+            for file in looping:
+                self.printer.system(loop_warning(name, file), error=True, service=name)
+            if kept:
+                reloading[name] = supervisor.status(name)
+                detector.reloaded(name)
+                supervisor.reload(name, kept)
+        if frontend is not None:
+            for root, paths in changes.static.items():
+                frontend.static_changed(root, paths)
+
+
+def _load_reload() -> None:
+    """Import the watcher's modules (pathspec with them) and watchfiles, for its first batch."""
+    for name in ("watchfiles", "devstack.reload.watcher", "devstack.reload.loop"):
+        importlib.import_module(name)
+
+
+async def follow_reloads(
+    supervisor: Supervisor, detector: LoopDetector, reloading: dict[str, ServiceStatus]
+) -> None:
+    """Tell ``detector`` when each reloading service is back. ``reloading`` holds each one's
+    status when its reload was asked for."""
+    while True:
+        await supervisor.changed()
+        for name, before in list(reloading.items()):
+            if is_back(before, supervisor.status(name)):
+                detector.settled(name)
+                del reloading[name]
+
+
+def is_back(before: ServiceStatus, now: ServiceStatus) -> bool:
+    """Whether a service whose status was ``before`` when a reload was asked for is back:
+    ready as a new process (or still the old one, the new one having failed: blue-green), or
+    ended some other way (crashed into backoff, failed, stopped)."""
+    if now.state is ServiceState.READY:
+        return now.pid != before.pid or (now.has_failed_reload and now != before)
+    ended = (ServiceState.BACKOFF, ServiceState.CRASHED, ServiceState.FAILED, ServiceState.DONE,
+             ServiceState.STOPPED)
+    return now.state in ended and now != before
 
 
 def vars_of(assignment: PortAssignment) -> dict[str, Any]:
@@ -135,19 +243,27 @@ def vars_of(assignment: PortAssignment) -> dict[str, Any]:
     }
 
 
-def summary_lines(supervisor: Supervisor, frontend: Frontend | None, elapsed: float) -> list[str]:
-    rows = [("service", "state", "port", "url")]
+def summary_lines(
+    supervisor: Supervisor, frontend: Frontend | None, elapsed: float, *, watching: bool = False
+) -> list[str]:
+    """The start-up summary; ``watching``: whether files are watched at all (the watcher's
+    modules are loaded then)."""
+    if watching:
+        from devstack.reload.changes import describe_watch
+    rows = [("service", "state", "port", "watch", "url")]
     for status in supervisor.statuses():
         url = frontend.service_url(status.name) if frontend else f"http://127.0.0.1:{status.port}"
-        rows.append((status.name, status.state.value, str(status.port), url or "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        service = supervisor.spec.services[status.name]
+        watch = describe_watch(service) if watching else "off"
+        rows.append((status.name, status.state.value, str(status.port), watch, url or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [f"{len(rows) - 1} service(s) up in {elapsed:.2f}s"]
     for row in rows:
         lines.append(
             "  "
             + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
             + "  "
-            + row[3]
+            + row[4]
         )
     if frontend is not None:
         lines.append(f"open {frontend.url}  (CA: {frontend.ca_path}; `devstack trust` to trust it)")

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     _manifest_argument(up)
     up.add_argument("--port", type=int, metavar="N", help="the proxy's port (overrides proxy.port)")
     up.add_argument("--no-proxy", action="store_true", help="start the services only")
+    up.add_argument(
+        "--no-watch", action="store_true", help="never reload on file changes (for CI)"
+    )
     up.add_argument("-v", "--verbose", action="store_true", help="debug lines, one per request")
 
     check = commands.add_parser("check", help="validate the manifest without starting anything")

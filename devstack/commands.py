@@ -23,7 +23,12 @@ def _load(args: argparse.Namespace) -> manifest.LoadResult:
 def up(args: argparse.Namespace) -> int:
     began = time.monotonic()
     spec = _load(args).spec
-    options = UpOptions(proxy_port=args.port, proxy=not args.no_proxy, verbose=args.verbose)
+    options = UpOptions(
+        proxy_port=args.port,
+        proxy=not args.no_proxy,
+        verbose=args.verbose,
+        watch=not args.no_watch,
+    )
     printer = Printer(spec.services, logs_dir=spec.state_dir / "logs")
     with logging_to(printer, verbose=options.verbose):
         try:

@@ -28,6 +28,8 @@ class UpOptions:
     """Overrides ``proxy.port`` (``devstack up --port``)."""
     proxy: bool = True
     verbose: bool = False
+    watch: bool = True
+    """False: no file changes reload anything (``devstack up --no-watch``, for CI)."""
 
 
 class EarlySpawner(Spawner):

@@ -1,9 +1,23 @@
-"""The reload-loop detector on scripted histories with a hand-moved clock: no processes, no
-sleeps."""
+"""The reload-loop detector on scripted histories with a hand-moved clock, and the reading of
+statuses that tells it when a service is back: no processes, no sleeps."""
 
 from __future__ import annotations
 
+import pytest
+
+from devstack.app import is_back
 from devstack.reload.loop import LoopDetector, loop_warning
+from devstack.status import ServiceState, ServiceStatus
+
+READY, STARTING, BACKOFF, FAILED = (
+    ServiceState.READY, ServiceState.STARTING, ServiceState.BACKOFF, ServiceState.FAILED,
+)
+RESTARTING = ServiceState("restarting")
+
+
+def status(state: ServiceState, *, pid: int | None = None, reason: str | None = None
+           ) -> ServiceStatus:
+    return ServiceStatus(name="web", state=state, port=3000, pid=pid, reason=reason)
 
 
 class Clock:
@@ -99,3 +113,24 @@ def test_the_warning_names_the_file_and_the_ignore_to_add() -> None:
         "simon: server.log changes every time simon starts; not reloading on it. "
         "Add it to watch_ignore (or .gitignore)"
     )
+
+
+# --- when a reloading service is back (devstack.app reads the supervisor's statuses) ---------
+
+
+@pytest.mark.parametrize(
+    ("before", "now", "is_back_now"),
+    [
+        (status(READY, pid=1), status(READY, pid=1), False),       # the reload not handled yet
+        (status(READY, pid=1), status(RESTARTING), False),
+        (status(READY, pid=1), status(STARTING, pid=2), False),
+        (status(READY, pid=1), status(READY, pid=2), True),
+        (status(READY, pid=1), status(READY, pid=1, reason="new one failed"), True),  # blue-green
+        (status(READY, pid=1), status(BACKOFF, reason="exited with code 1"), True),
+        (status(FAILED, reason="crash loop"), status(FAILED, reason="crash loop"), False),
+        (status(FAILED, reason="crash loop"), status(FAILED, reason="command not found"), True),
+        (status(FAILED, reason="crash loop"), status(READY, pid=3), True),
+    ],
+)
+def test_is_back(before: ServiceStatus, now: ServiceStatus, is_back_now: bool) -> None:
+    assert is_back(before, now) is is_back_now
