@@ -109,7 +109,7 @@ class Stack:
     service_dir: Path
     """The copy this contender runs, the one its edits go to."""
     programs: tuple[Launched, ...]
-    """Whose output to show when it fails."""
+    """Whose output to show when it fails; the first one starts the service's processes."""
     poller: Poller
     edits: int = 0
     answered_at: float = -math.inf
@@ -125,6 +125,10 @@ class Reload:
     """From the end of the save until the first answer carrying the new token."""
     failures: int
     """Answers to the poller meanwhile that were not 2xx/3xx, or socket errors."""
+    spawned_seconds: float | None
+    """From the end of the save until the new process appeared (the change seen, the old
+    process stopped): the part of a reload before the service's own start; ``None`` when the
+    new process was not seen (it answered first)."""
 
 
 @dataclass
@@ -285,9 +289,14 @@ def edit_and_wait(stack: Stack, subject: Subject) -> Reload:
     expected = token(number).encode()
     failures = 0
     last = Answer(None)
+    parent = stack.programs[0].pid
+    before = procfs.children(parent)
+    spawned: float | None = None
 
     def new_version_answers() -> bool:
-        nonlocal failures, last
+        nonlocal failures, last, spawned
+        if spawned is None and procfs.children(parent) - before:
+            spawned = time.monotonic() - saved
         last = stack.poller.get()
         failures += last.is_failure
         return last.status == 200 and expected in last.body
@@ -304,7 +313,7 @@ def edit_and_wait(stack: Stack, subject: Subject) -> Reload:
     except BenchError as exc:
         raise BenchError(f"{exc}; last answer: {describe(last)}\n{stack.tails()}") from exc
     stack.answered_at = time.monotonic()
-    return Reload(stack.answered_at - saved, failures)
+    return Reload(stack.answered_at - saved, failures, spawned)
 
 
 def describe(answer: Answer) -> str:
@@ -404,6 +413,9 @@ def tabulate(figures: dict[str, SubjectFigures], idle: Idle, settings: ReloadSet
                       value_at_most(start_ms + 1000 * SLACK_SECONDS)))
         table.add(Row(f"{name}: edit to new response, p95", percentile(ours, 95),
                       percentile(theirs, 95), "ms"))
+        table.add(Row(f"{name}:   of which edit to new process (see, stop old), median",
+                      _median_spawned(found.reloads[DEVSTACK]),
+                      _median_spawned(found.reloads[BASELINE]), "ms"))
         failed = {n: sum(r.failures for r in rs) for n, rs in found.reloads.items()}
         table.note(
             f"{name} started on its own (spawn to port accepting, no proxy): {start_ms:.0f} ms, "
@@ -445,6 +457,11 @@ def tabulate(figures: dict[str, SubjectFigures], idle: Idle, settings: ReloadSet
         f"requests, idle CPU < {IDLE_CPU_LIMIT_PERCENT:g} % of one core"
     )
     return table
+
+
+def _median_spawned(reloads: Sequence[Reload]) -> float | None:
+    seen = [1000 * r.spawned_seconds for r in reloads if r.spawned_seconds is not None]
+    return statistics.median(seen) if seen else None
 
 
 def _failed(results: Sequence[WrkResult]) -> int:

@@ -178,7 +178,7 @@ def test_answers_that_count_as_failed() -> None:
 
 def test_reload_table_targets_follow_the_own_start_time() -> None:
     def reloads(*ms: float) -> list[reload.Reload]:
-        return [reload.Reload(m / 1000, 0) for m in ms]
+        return [reload.Reload(m / 1000, 0, m / 2000) for m in ms]
 
     def wrk(bad: int, socket_errors: int) -> WrkResult:
         return WrkResult(1000, 5.0, socket_errors, bad, 900.0, 800.0, 4000.0)
@@ -195,6 +195,8 @@ def test_reload_table_targets_follow_the_own_start_time() -> None:
     assert (median.ours, median.theirs, median.ok) == (255, 510, True)  # <= 210 + 50 ms
     assert median.target is not None and median.target.limit == pytest.approx(260)
     assert rows["hello: edit to new response, p95"].ok is None
+    spawned = next(row for metric, row in rows.items() if "new process" in metric)
+    assert (spawned.ours, spawned.theirs, spawned.ok) == (127.5, 255, None)
     failed = next(row for metric, row in rows.items() if "failed requests" in metric)
     assert (failed.ours, failed.theirs, failed.ok) == (0, 32, True)
     idle_row = next(row for metric, row in rows.items() if "idle CPU" in metric)
