@@ -178,7 +178,7 @@ def test_answers_that_count_as_failed() -> None:
 
 def test_reload_table_targets_follow_the_own_start_time() -> None:
     def reloads(*ms: float) -> list[reload.Reload]:
-        return [reload.Reload(m / 1000, 0, m / 2000) for m in ms]
+        return [reload.Reload(m / 1000, 0, m / 4000, m / 2000) for m in ms]
 
     def wrk(bad: int, socket_errors: int) -> WrkResult:
         return WrkResult(1000, 5.0, socket_errors, bad, 900.0, 800.0, 4000.0)
