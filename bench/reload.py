@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import math
 import os
+import signal
 import statistics
 import threading
 import time
@@ -137,6 +138,8 @@ class Reload:
 @dataclass
 class SubjectFigures:
     own_starts: list[float]
+    own_stops: list[float]
+    """Seconds from SIGTERM until it exited, started directly (a reload waits for this too)."""
     reloads: dict[str, list[Reload]] = field(default_factory=dict)
     under_load: dict[str, list[WrkResult]] = field(default_factory=dict)
     """wrk's reports by contender, one per block of reloads."""
@@ -162,9 +165,10 @@ def run(launcher: Launcher, folder: Path, settings: ReloadSettings) -> Table:
     figures: dict[str, SubjectFigures] = {}
     for subject in (HELLO, SIMON):
         where = folder / subject.name
-        found = SubjectFigures(own_starts(launcher, where / "direct", subject, settings))
-        logger.info("reload %s starts on its own in %s", subject.name,
-                    format_rounds([1000 * s for s in found.own_starts], "ms"))
+        found = SubjectFigures(*own_lifecycle(launcher, where / "direct", subject, settings))
+        logger.info("reload %s on its own: starts in %s, stops in %s", subject.name,
+                    format_rounds([1000 * s for s in found.own_starts], "ms"),
+                    format_rounds([1000 * s for s in found.own_stops], "ms"))
         with contextlib.ExitStack() as running:
             ours = running.enter_context(devstack_stack(
                 launcher, where / DEVSTACK, home, subject, subject.install(where / "ours")
@@ -180,11 +184,12 @@ def run(launcher: Launcher, folder: Path, settings: ReloadSettings) -> Table:
     return tabulate(figures, idle, settings)
 
 
-def own_starts(launcher: Launcher, folder: Path, subject: Subject, settings: ReloadSettings
-               ) -> list[float]:
-    """Seconds from spawn until the port accepts, the service started directly each time."""
+def own_lifecycle(launcher: Launcher, folder: Path, subject: Subject, settings: ReloadSettings
+                  ) -> tuple[list[float], list[float]]:
+    """The service started directly, a few times: seconds from spawn until its port accepts,
+    and from SIGTERM until it has exited."""
     service_dir = subject.install(folder)
-    seconds = []
+    starts, stops = [], []
     for _ in range(settings.direct_starts):
         port = free_port()
         env = dict(os.environ, PORT=str(port), HOST="127.0.0.1", PYTHONUNBUFFERED="1")
@@ -195,10 +200,18 @@ def own_starts(launcher: Launcher, folder: Path, subject: Subject, settings: Rel
             launched.check_running("starting")
             return port_accepts(port)
 
+        def exited(launched: Launched = launched) -> bool:
+            return launched.has_exited
+
         wait_until(listening, timeout=START_SECONDS, message=f"{subject.name} to listen on {port}")
-        seconds.append(time.monotonic() - began)
+        starts.append(time.monotonic() - began)
+        stopping = time.monotonic()
+        launched.interrupt(signal.SIGTERM)
+        wait_until(exited, timeout=START_SECONDS,
+                   interval=0.002, message=f"{subject.name} to exit after SIGTERM")
+        stops.append(time.monotonic() - stopping)
         launcher.stop(launched)
-    return seconds
+    return starts, stops
 
 
 @contextlib.contextmanager
@@ -454,8 +467,9 @@ def tabulate(figures: dict[str, SubjectFigures], idle: Idle, settings: ReloadSet
                       _median_ms(found.reloads[BASELINE], "spawned_seconds"), "ms"))
         failed = {n: sum(r.failures for r in rs) for n, rs in found.reloads.items()}
         table.note(
-            f"{name} started on its own (spawn to port accepting, no proxy): {start_ms:.0f} ms, "
+            f"{name} on its own (no proxy): spawn to port accepting {start_ms:.0f} ms, "
             f"median of {format_rounds([1000 * s for s in found.own_starts], 'ms')}; "
+            f"SIGTERM to exit {1000 * statistics.median(found.own_stops):.0f} ms (median); "
             f"polls not answered 2xx during the edits: {failed}"
         )
         table.note(f"{name} reload phases, medians from the save: " + "; ".join(

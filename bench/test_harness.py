@@ -185,6 +185,7 @@ def test_reload_table_targets_follow_the_own_start_time() -> None:
 
     hello = reload.SubjectFigures(
         own_starts=[0.200, 0.220, 0.210],
+        own_stops=[0.070, 0.060, 0.065],
         reloads={reload.DEVSTACK: reloads(250, 255, 300), reload.BASELINE: reloads(500, 510, 700)},
         under_load={reload.DEVSTACK: [wrk(0, 0)], reload.BASELINE: [wrk(30, 2)]},
     )
