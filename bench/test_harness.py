@@ -26,6 +26,7 @@ from bench.report import (
     value_at_most,
     value_below,
 )
+from bench.stack import BASELINE, DEVSTACK, Reload
 
 
 def test_ratio_targets_compare_with_the_anchor() -> None:
@@ -177,8 +178,8 @@ def test_answers_that_count_as_failed() -> None:
 
 
 def test_reload_table_targets_follow_the_own_start_time() -> None:
-    def reloads(*ms: float) -> list[reload.Reload]:
-        return [reload.Reload(m / 1000, 0, m / 4000, m / 2000) for m in ms]
+    def reloads(*ms: float) -> list[Reload]:
+        return [Reload(m / 1000, 0, m / 4000, m / 2000) for m in ms]
 
     def wrk(bad: int, socket_errors: int) -> WrkResult:
         return WrkResult(1000, 5.0, socket_errors, bad, 900.0, 800.0, 4000.0)
@@ -186,10 +187,10 @@ def test_reload_table_targets_follow_the_own_start_time() -> None:
     hello = reload.SubjectFigures(
         own_starts=[0.200, 0.220, 0.210],
         own_stops=[0.070, 0.060, 0.065],
-        reloads={reload.DEVSTACK: reloads(250, 255, 300), reload.BASELINE: reloads(500, 510, 700)},
-        under_load={reload.DEVSTACK: [wrk(0, 0)], reload.BASELINE: [wrk(30, 2)]},
+        reloads={DEVSTACK: reloads(250, 255, 300), BASELINE: reloads(500, 510, 700)},
+        under_load={DEVSTACK: [wrk(0, 0)], BASELINE: [wrk(30, 2)]},
     )
-    idle = reload.Idle(5.0, {reload.DEVSTACK: 0.01, reload.BASELINE: 0.02}, 0.3)
+    idle = reload.Idle(5.0, {DEVSTACK: 0.01, BASELINE: 0.02}, 0.3)
     table = reload.tabulate({"hello": hello}, idle, reload.QUICK)
     rows = {row.metric: row for row in table.rows}
     median = rows["hello: edit to new response, median"]
