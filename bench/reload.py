@@ -51,6 +51,7 @@ from bench.stack import (
     BASELINE,
     DEVSTACK,
     START_SECONDS,
+    WATCHED,
     Reload,
     Stack,
     baseline_stack,
@@ -128,7 +129,8 @@ def run(launcher: Launcher, folder: Path, settings: ReloadSettings) -> Table:
                     format_rounds([1000 * s for s in found.own_stops], "ms"))
         with contextlib.ExitStack() as running:
             ours = running.enter_context(devstack_stack(
-                launcher, where / DEVSTACK, home, subject, subject.install(where / "ours")
+                launcher, where / DEVSTACK, home, subject, subject.install(where / "ours"),
+                watch=WATCHED,
             ))
             theirs = running.enter_context(baseline_stack(
                 launcher, where / "baseline", subject, subject.install(where / "theirs")

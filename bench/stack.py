@@ -46,6 +46,9 @@ EDIT_INTERVAL_SECONDS = 1.0
 """The least time from an edit's new answer to the next save of the same file: a person's pace.
 Saving again the moment a service is back reads, to devstack's reload-loop detector, as the
 service writing into its own watch set; three in a row and it stops reloading on that file."""
+WATCHED = ["*.py"]
+"""What devstack watches in the edit figures, as watchfiles' CLI does with ``--filter python``."""
+
 
 @dataclass
 class Stack:
