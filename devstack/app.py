@@ -58,6 +58,8 @@ class Stack:
         self._signals = 0
         self._reload: asyncio.Future[None] | None = None
         """The watcher's modules loading in the background, when something is watched."""
+        self._watching = asyncio.Event()
+        """Set once edits are seen (or watching is over): the summary waits for it."""
 
     @property
     def is_watching(self) -> bool:
@@ -141,7 +143,7 @@ class Stack:
             return
         elapsed = time.monotonic() - self.began
         if self._reload is not None:
-            await self._reload
+            await self._watching.wait()  # "up" promises that edits reload from now on
         for line in summary_lines(supervisor, frontend, elapsed, watching=self._reload is not None):
             self.printer.system(line)
         # Everything long-lived exists now: keep the cyclic GC away from it (PERFORMANCE.md).
@@ -154,6 +156,14 @@ class Stack:
         """Once the stack is up, turn each change set into reloads until the supervisor ends.
         A watcher that breaks (the system's limit on watches, a folder gone) is reported and
         the stack keeps running without it."""
+        try:
+            await self._watch_changes(supervisor, supervising, frontend)
+        finally:
+            self._watching.set()
+
+    async def _watch_changes(
+        self, supervisor: Supervisor, supervising: asyncio.Task[None], frontend: Frontend | None
+    ) -> None:
         assert self._reload is not None
         await self._reload
         from devstack.reload.loop import LoopDetector
@@ -174,6 +184,8 @@ class Stack:
         )
         try:
             async for changes in watcher.changes():
+                if not changes:
+                    self._watching.set()  # the watch is in place
                 self._apply(changes, supervisor, frontend, detector, reloading)
         except OSError as exc:
             self.printer.system(f"watching files stopped: {exc}; edits no longer reload "

@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from devstack.manifest.spec import StackSpec
 from devstack.reload.changes import ChangeSet, WatchPlan
@@ -23,7 +24,9 @@ from devstack.reload.ignore import GITIGNORE, IGNORED_DIRS, VENV_MARKER, IgnoreR
 logger = logging.getLogger(__name__)
 
 ChangeSource = Callable[[Sequence[Path], asyncio.Event], AsyncIterator[Collection[str]]]
-"""``(folders, stop) -> batches of changed paths``; ends when ``stop`` is set."""
+"""``(folders, stop) -> batches of changed paths``; ends when ``stop`` is set. An empty batch
+says the watch is in place (changes from then on are seen)."""
+T = TypeVar("T")
 
 DEBOUNCE_MS = 1600
 """The longest a batch stays open while changes keep coming (watchfiles' default)."""
@@ -39,18 +42,37 @@ async def watchfiles_source(
 
     A folder created in the batch has its files added: inotify starts watching a new folder only
     once it has seen it created, so the first files a ``git checkout`` writes into a new folder
-    would otherwise go unseen."""
+    would otherwise go unseen. The first batch is empty: the watches are in place."""
     from watchfiles import Change, awatch
 
     loop = asyncio.get_running_loop()
-    async for changes in awatch(*folders, watch_filter=None, debounce=DEBOUNCE_MS,
-                                step=STEP_MS, stop_event=stop):
-        paths = {path for _, path in changes}
-        added = [path for change, path in changes if change == Change.added]
-        if added:
-            # Listing new folders reads the disk: in an executor, off the loop.
-            paths.update(await loop.run_in_executor(None, _files_in_new_folders, added))
-        yield paths
+    batches = awatch(*folders, watch_filter=None, debounce=DEBOUNCE_MS, step=STEP_MS,
+                     stop_event=stop)
+    # awatch sets its watches up at its first step, before it waits for a batch in a thread:
+    # once that step has run, changes are seen. Say so with an empty batch.
+    first = asyncio.ensure_future(anext(batches))
+    await asyncio.sleep(0)
+    try:
+        if not first.done():
+            yield set()
+        async for changes in _chain(first, batches):
+            paths = {path for _, path in changes}
+            added = [path for change, path in changes if change == Change.added]
+            if added:
+                # Listing new folders reads the disk: in an executor, off the loop.
+                paths.update(await loop.run_in_executor(None, _files_in_new_folders, added))
+            yield paths
+    finally:
+        first.cancel()  # when cancelled before its batch came: awatch sets its stop event
+
+
+async def _chain(first: asyncio.Future[T], rest: AsyncIterator[T]) -> AsyncIterator[T]:
+    try:
+        yield await first
+    except StopAsyncIteration:
+        return
+    async for item in rest:
+        yield item
 
 
 def _files_in_new_folders(added: Sequence[str]) -> set[str]:
@@ -65,8 +87,8 @@ def _files_in_new_folders(added: Sequence[str]) -> set[str]:
 
 class Watcher:
     """Watches what ``spec`` says (nothing with ``enabled`` false) and yields a
-    :class:`ChangeSet` per batch that concerns something. Iterate :meth:`changes`; :meth:`stop`
-    ends the iteration."""
+    :class:`ChangeSet` per batch that concerns something, and an empty one when the watch is in
+    place (edits from then on are seen). Iterate :meth:`changes`; :meth:`stop` ends it."""
 
     def __init__(
         self,
@@ -98,6 +120,9 @@ class Watcher:
             # Walking the tree for .gitignore files reads the disk: in an executor, off the loop.
             rules = await asyncio.get_running_loop().run_in_executor(None, scan, roots)
         async for batch in self._source(roots, self._stop):
+            if not batch:
+                yield ChangeSet()
+                continue
             paths = [Path(p) for p in batch]
             for path in paths:
                 if path.name in (GITIGNORE, VENV_MARKER):

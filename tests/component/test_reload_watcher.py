@@ -62,15 +62,9 @@ class Recorder:
         return self.seen[start:]
 
     async def ready(self) -> None:
-        """The watch is in place once a touched file is seen (awatch gives no other sign)."""
-        deadline = time.monotonic() + DEADLINE
-        probe = self.root / "app" / "probe.py"
-        while not any("probe.py" in c.services.get("app", ()) for c in self.seen):
-            assert time.monotonic() < deadline, "timed out waiting for the watcher to start"
-            probe.write_text(str(time.monotonic()))
-            self._arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), 0.2)
+        """The Watcher's first, empty ChangeSet: the watch is in place."""
+        first = await self.until(lambda c: True, "the watch to be in place")
+        assert first == ChangeSet()
         self.seen.clear()
 
 

@@ -236,18 +236,19 @@ def test_watcher_yields_one_changeset_per_batch_that_concerns_something() -> Non
         spec = stack(service("api", "api", watch=("*.py",)), static="public")
         watcher = Watcher(spec, source=source, rules=IgnoreRules({ROOT: "*.log\n"}))
         burst = {f"/project/api/pkg/m{i}.py" for i in range(300)}
-        for batch in (burst, {"/project/api/x.log", "/project/.devstack/logs/api.log"},
+        for batch in (set(), burst, {"/project/api/x.log", "/project/.devstack/logs/api.log"},
                       {"/project/public/a.css"}):
             source.batches.put_nowait(batch)
         seen: list[ChangeSet] = []
         async for changes in watcher.changes():
             assert source.folders == (ROOT / "api", ROOT / "public")
             seen.append(changes)
-            if len(seen) == 2:
+            if len(seen) == 3:
                 watcher.stop()
         return seen
 
-    burst, static = asyncio.run(scenario())
+    watching, burst, static = asyncio.run(scenario())
+    assert watching == ChangeSet()  # the source's empty batch: the watch is in place
     assert len(burst.services["api"]) == 300 and burst.static == {}
     assert static == ChangeSet({}, {ROOT / "public": (ROOT / "public" / "a.css",)})
 
