@@ -57,7 +57,8 @@ from yaml.nodes import MappingNode
 
 from devstack.errors import ManifestError
 from devstack.manifest.env import read_env_file, service_variable_prefix
-from devstack.manifest.schema import Loading, describe, is_null, line_of, nodes_to_spec, suggestion
+from devstack.manifest.nodes import Loading, describe, is_null, line_of, suggestion
+from devstack.manifest.schema import nodes_to_spec
 from devstack.manifest.spec import ManifestKind, ServiceSpec, StackSpec
 
 logger = logging.getLogger(__name__)
