@@ -7,7 +7,8 @@ each contender runs its own copy of the service's files, and both run at once (s
 :mod:`bench.stack` for the contenders and how one edit is measured):
 
 - own start and stop: the service started directly (``PORT=P python server.py``), from spawn
-  until its port accepts, and from SIGTERM until it exited, a few times;
+  until its port accepts, and from SIGTERM until it exited, once a round, alternating with the
+  edits (so the target's anchor is measured in the same conditions);
 - edit to new response: a real save of the service's source (atomic replace and in-place write
   alternating), then a keep-alive HTTPS client through the proxy asks every 5 ms until the answer
   carries the edit's token; the contenders alternate edit by edit, the order rotating;
@@ -22,20 +23,21 @@ steps); then one edit there, to show that the tree is really watched.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
 import signal
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import procfs
 from bench.contender import start_watchfiles
 from bench.edit import HELLO, SIMON, Subject
-from bench.launcher import Launched, Launcher
+from bench.launcher import Launcher
 from bench.load import PacedWrk, WrkResult
 from bench.poll import wait_until
 from bench.ports import free_port, port_accepts
@@ -84,19 +86,18 @@ class ReloadSettings:
     edits: int
     """Edits per subject and contender for edit-to-new-response."""
     reloads_under_load: int
-    direct_starts: int
     idle_seconds: float
     files: int = 10_000
 
 
-FULL = ReloadSettings(edits=20, reloads_under_load=20, direct_starts=5, idle_seconds=5.0)
-QUICK = ReloadSettings(edits=5, reloads_under_load=5, direct_starts=3, idle_seconds=2.0)
+FULL = ReloadSettings(edits=20, reloads_under_load=20, idle_seconds=5.0)
+QUICK = ReloadSettings(edits=5, reloads_under_load=5, idle_seconds=2.0)
 
 
 @dataclass
 class SubjectFigures:
-    own_starts: list[float]
-    own_stops: list[float]
+    own_starts: list[float] = field(default_factory=list)
+    own_stops: list[float] = field(default_factory=list)
     """Seconds from SIGTERM until it exited, started directly (a reload waits for this too)."""
     reloads: dict[str, list[Reload]] = field(default_factory=dict)
     under_load: dict[str, list[WrkResult]] = field(default_factory=dict)
@@ -123,10 +124,6 @@ def run(launcher: Launcher, folder: Path, settings: ReloadSettings) -> Table:
     figures: dict[str, SubjectFigures] = {}
     for subject in (HELLO, SIMON):
         where = folder / subject.name
-        found = SubjectFigures(*own_lifecycle(launcher, where / "direct", subject, settings))
-        logger.info("reload %s on its own: starts in %s, stops in %s", subject.name,
-                    format_rounds([1000 * s for s in found.own_starts], "ms"),
-                    format_rounds([1000 * s for s in found.own_stops], "ms"))
         with contextlib.ExitStack() as running:
             ours = running.enter_context(devstack_stack(
                 launcher, where / DEVSTACK, home, subject, subject.install(where / "ours"),
@@ -135,7 +132,11 @@ def run(launcher: Launcher, folder: Path, settings: ReloadSettings) -> Table:
             theirs = running.enter_context(baseline_stack(
                 launcher, where / "baseline", subject, subject.install(where / "theirs")
             ))
-            found.reloads = edit_alternately((ours, theirs), subject, settings.edits)
+            direct = subject.install(where / "direct")
+            found = edit_alternately(
+                (ours, theirs), subject, settings.edits,
+                functools.partial(own_lifecycle, launcher, direct, subject),
+            )
             if subject is HELLO:
                 under_load(launcher, (ours, theirs), subject, wrk, settings, found)
         figures[subject.name] = found
@@ -143,48 +144,55 @@ def run(launcher: Launcher, folder: Path, settings: ReloadSettings) -> Table:
     return tabulate(figures, idle, settings)
 
 
-def own_lifecycle(launcher: Launcher, folder: Path, subject: Subject, settings: ReloadSettings
-                  ) -> tuple[list[float], list[float]]:
-    """The service started directly, a few times: seconds from spawn until its port accepts,
+def own_lifecycle(launcher: Launcher, service_dir: Path, subject: Subject) -> tuple[float, float]:
+    """The service started directly, on its own: seconds from spawn until its port accepts,
     and from SIGTERM until it has exited."""
-    service_dir = subject.install(folder)
-    starts, stops = [], []
-    for _ in range(settings.direct_starts):
-        port = free_port()
-        env = dict(os.environ, PORT=str(port), HOST="127.0.0.1", PYTHONUNBUFFERED="1")
-        began = time.monotonic()
-        launched = launcher.start(subject.name, subject.argv, env=env, cwd=service_dir)
+    port = free_port()
+    env = dict(os.environ, PORT=str(port), HOST="127.0.0.1", PYTHONUNBUFFERED="1")
+    began = time.monotonic()
+    launched = launcher.start(subject.name, subject.argv, env=env, cwd=service_dir)
 
-        def listening(launched: Launched = launched, port: int = port) -> bool:
-            launched.check_running("starting")
-            return port_accepts(port)
+    def listening() -> bool:
+        launched.check_running("starting")
+        return port_accepts(port)
 
-        def exited(launched: Launched = launched) -> bool:
-            return launched.has_exited
-
+    try:
         wait_until(listening, timeout=START_SECONDS, message=f"{subject.name} to listen on {port}")
-        starts.append(time.monotonic() - began)
+        started = time.monotonic() - began
         stopping = time.monotonic()
         launched.interrupt(signal.SIGTERM)
-        wait_until(exited, timeout=START_SECONDS,
-                   interval=0.002, message=f"{subject.name} to exit after SIGTERM")
-        stops.append(time.monotonic() - stopping)
+        wait_until(lambda: launched.has_exited, timeout=START_SECONDS, interval=0.002,
+                   message=f"{subject.name} to exit after SIGTERM")
+        return started, time.monotonic() - stopping
+    finally:
         launcher.stop(launched)
-    return starts, stops
 
 
-def edit_alternately(stacks: Sequence[Stack], subject: Subject, edits: int
-                     ) -> dict[str, list[Reload]]:
-    """``edits`` edits of each stack's copy, the contenders alternating, the order rotating."""
-    results: dict[str, list[Reload]] = {stack.name: [] for stack in stacks}
-    for number in range(edits):
-        shift = number % len(stacks)
-        for stack in [*stacks[shift:], *stacks[:shift]]:
+def edit_alternately(stacks: Sequence[Stack], subject: Subject, edits: int,
+                     own: Callable[[], tuple[float, float]]) -> SubjectFigures:
+    """``edits`` rounds of one edit of each stack's copy and one start and stop of the service
+    on its own (``own``), the order rotating from round to round."""
+    found = SubjectFigures()
+    steps: list[Callable[[], str]] = []
+    for stack in stacks:
+        def edit(stack: Stack = stack) -> str:
             reload = edit_and_wait(stack, subject)
-            results[stack.name].append(reload)
-            logger.info("reload %s edit %d/%d %-16s %.0f ms", subject.name, number + 1, edits,
-                        stack.name, 1000 * reload.seconds)
-    return results
+            found.reloads.setdefault(stack.name, []).append(reload)
+            return f"{stack.name:<16} {1000 * reload.seconds:.0f} ms"
+        steps.append(edit)
+
+    def alone() -> str:
+        started, stopped = own()
+        found.own_starts.append(started)
+        found.own_stops.append(stopped)
+        return f"{'on its own':<16} start {1000 * started:.0f} ms, stop {1000 * stopped:.0f} ms"
+
+    steps.append(alone)
+    for number in range(edits):
+        shift = number % len(steps)
+        for step in [*steps[shift:], *steps[:shift]]:
+            logger.info("reload %s round %d/%d %s", subject.name, number + 1, edits, step())
+    return found
 
 
 def under_load(launcher: Launcher, stacks: Sequence[Stack], subject: Subject, wrk: PacedWrk,
