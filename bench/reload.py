@@ -280,7 +280,8 @@ def tabulate(figures: dict[str, SubjectFigures], idle: Idle, settings: ReloadSet
             f"{name} on its own (no proxy): spawn to port accepting {start_ms:.0f} ms, "
             f"median of {format_rounds([1000 * s for s in found.own_starts], 'ms')}; "
             f"SIGTERM to exit {1000 * statistics.median(found.own_stops):.0f} ms (median); "
-            f"polls not answered 2xx during the edits: {failed}"
+            "polls not answered 2xx during the edits: "
+            + ", ".join(f"{n} {count}" for n, count in failed.items())
         )
         table.note(f"{name} reload phases, medians from the save: " + "; ".join(
             f"{n}: old process gone {_shown(_median_ms(rs, 'gone_seconds'))}, new one spawned "
