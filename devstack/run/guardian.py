@@ -28,16 +28,24 @@ def group_members(pgid: int) -> list[int]:
 
     Zombies count as gone: where init reaps orphans slowly (containers, some VMs), a group of
     zombies keeps ``killpg(pgid, 0)`` succeeding for seconds after everything died.
+
+    That signal is still asked first: it costs one system call where reading ``/proc`` costs a
+    few milliseconds, and when it finds nothing (not even a zombie) the group is empty. A stop
+    or a reload waits for this answer before anything else happens.
     """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return []
+    except PermissionError:  # a member is someone else's now: /proc says whether it lives
+        is_signalable = False
+    else:
+        is_signalable = True
     members = []
     try:
         entries = os.listdir("/proc")
-    except OSError:  # not Linux: fall back to asking the kernel about the group as a whole
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return []
-        return [pgid]
+    except OSError:  # not Linux: the kernel's answer about the group as a whole is all there is
+        return [pgid] if is_signalable else []
     for entry in entries:
         if not entry.isdigit():
             continue
