@@ -9,6 +9,9 @@ separator. Folders answer with their ``index.html``; there is no directory listi
 folder named without its trailing slash is redirected to the same-origin path with one
 (``Location: /docs/``, never ``//docs/``, which a browser reads as another host). Conditional
 requests (ETag, Last-Modified, 304), ranges (206) and HEAD are aiohttp's ``FileResponse``'s work.
+Every answer says ``Cache-Control: no-cache`` (:data:`FILE_HEADERS`): a browser asks again each
+time (a 304 while the file is unchanged) instead of reusing a copy it guessed fresh from
+Last-Modified, which would show the old stylesheet after a page reload that follows an edit.
 
 HTML files of a route with ``live_reload`` (up to :data:`LIVE_PAGE_MAX_BYTES`) are read and sent
 with the live-reload tag after them (:mod:`devstack.proxy.live.injection`), as a variant of the
@@ -40,6 +43,9 @@ logger = logging.getLogger(__name__)
 INDEX_FILE = "index.html"
 LIVE_PAGE_MAX_BYTES = 4 * 1024 * 1024
 """HTML files up to this size get the live-reload script; larger ones are sent untouched."""
+FILE_HEADERS = {hdrs.CACHE_CONTROL: "no-cache"}
+"""On every file answer: revalidated each time, never reused by heuristic freshness
+(RFC 9111 section 4.2.2)."""
 
 
 class _Found(enum.Enum):
@@ -79,7 +85,7 @@ async def serve(
             return _live_page(request, *page)
         logger.debug("%s is over %d bytes: sent without the live-reload script", found,
                      LIVE_PAGE_MAX_BYTES)  # fmt: skip
-    return web.FileResponse(found)
+    return web.FileResponse(found, headers=FILE_HEADERS)
 
 
 def _is_html(path: Path) -> bool:
@@ -100,6 +106,7 @@ def _live_page(request: web.BaseRequest, content: bytes, stat: os.stat_result) -
     HEAD gets the headers GET would (aiohttp leaves the body out)."""
     etag = f"{stat.st_mtime_ns:x}-{stat.st_size:x}-live"
     headers = {
+        **FILE_HEADERS,
         hdrs.ETAG: f'"{etag}"',
         hdrs.LAST_MODIFIED: formatdate(stat.st_mtime, usegmt=True),
     }

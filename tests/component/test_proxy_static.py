@@ -107,6 +107,31 @@ def test_conditional_requests_ranges_and_head(site: Path) -> None:
     serve(site, scenario)
 
 
+def test_files_are_revalidated_every_time_so_an_edit_is_never_hidden_by_a_cache(
+    site: Path,
+) -> None:
+    """Without Cache-Control a browser may reuse a file by heuristic freshness (RFC 9111
+    section 4.2.2, from Last-Modified): a page reloaded after an edit would get the old
+    stylesheet or script. ``no-cache``: always asked again, a 304 while it is unchanged."""
+
+    async def scenario(url: str) -> None:
+        async with verified_client() as client:
+            for path, headers in [
+                ("/style.css", {}),
+                ("/", {}),
+                ("/docs/guide.txt", {"Range": "bytes=2-5"}),
+            ]:
+                async with client.get(url + path, headers=headers) as resp:
+                    assert resp.status in (200, 206), path
+                    assert resp.headers.get("Cache-Control") == "no-cache", path
+                    etag = resp.headers["ETag"]
+                async with client.get(url + path, headers={"If-None-Match": etag}) as resp:
+                    assert resp.status == 304, path
+                    assert resp.headers.get("Cache-Control") == "no-cache", path
+
+    serve(site, scenario)
+
+
 TRAVERSALS = [
     # (path as sent, status): 400 for a path climbing above / or holding bytes a path may not
     # (devstack/proxy/target.py), 404 for anything the static rules refuse or do not find.
