@@ -42,7 +42,7 @@ from aiohttp import web
 from multidict import istr
 
 from devstack.manifest.spec import StackSpec
-from devstack.proxy import pages, static, websocket
+from devstack.proxy import departure, pages, static, websocket
 from devstack.proxy.bind import Listeners, bind_proxy
 from devstack.proxy.body import PacedBody
 from devstack.proxy.failures import ForwardError, ServiceUnavailable, UpstreamRefused
@@ -108,6 +108,7 @@ class Proxy:
         self._upstream = PooledUpstream(upstream_timeout=spec.proxy.upstream_timeout_seconds)
         self._hub = Hub(directory, spec.services, self._table)
         self._ws_session: aiohttp.ClientSession | None = None
+        self._sockets = websocket.OpenSockets()
         self._listeners: list[socket.socket] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._http_servers: list[asyncio.Server] = []
@@ -192,6 +193,8 @@ class Proxy:
         for sock in self._listeners:
             self._spawn(self._accept(sock))
         self._spawn(self._hub.follow())
+        self._spawn(departure.follow(self._directory, self._spec.services, self._upstream,
+                                     self._sockets))  # fmt: skip
         logger.info("proxy listening on %s", self.url)
 
     async def stop(self) -> None:
@@ -387,6 +390,7 @@ class Proxy:
                         path_qs=path_qs,
                         headers=headers.copy(),
                         handshake_seconds=self._spec.proxy.upstream_timeout_seconds,
+                        sockets=self._sockets,
                     )
                 return await self._upstream.forward(
                     request, service, status.port, path_qs, headers, body,

@@ -14,6 +14,12 @@ The full proxy forwards through :meth:`PooledUpstream.forward`; the fast lane
 
 HTML pages forwarded with ``live_reload`` get the live-reload tag after their body, by the rules
 of :mod:`devstack.proxy.live.injection` (Content-Length corrected, or one more chunk).
+
+An event stream (``text/event-stream`` without a Content-Length) never ends by itself: when the
+process answering it is about to go (:meth:`PooledUpstream.end_event_streams`, on either lane),
+its connection is closed and the client's answer ends as a complete one (the last chunk), so
+browsers reconnect (``EventSource``) to the new process. An answer that breaks off because the
+service's connection did is cut off for the client instead: it sees it is incomplete.
 """
 
 from __future__ import annotations
@@ -134,6 +140,8 @@ class PooledUpstream:
         self._upstream_timeout = upstream_timeout
         self._connect_timeout = connect_timeout
         self._idle: dict[int, list[Connection]] = {}
+        self._open: dict[int, set[Connection]] = {}
+        """Every connection until it is lost, idle or carrying an exchange, by port."""
 
     @property
     def upstream_timeout(self) -> float:
@@ -147,9 +155,30 @@ class PooledUpstream:
         self._idle.clear()
 
     def forget(self, connection: Connection) -> None:
+        """``connection`` is lost: out of the pool."""
         idle = self._idle.get(connection.port)
         if idle and connection in idle:
             idle.remove(connection)
+        connections = self._open.get(connection.port)
+        if connections is not None:
+            connections.discard(connection)
+            if not connections:
+                del self._open[connection.port]
+
+    def end_event_streams(self, port: int) -> int:
+        """The process serving on ``port`` is going away: end every event stream it is sending,
+        as complete answers for the clients, and close their connections. How many ended."""
+        ended = 0
+        for connection in list(self._open.get(port, ())):
+            exchange = connection.exchange
+            if exchange is not None and is_open_event_stream(exchange):
+                connection.close()
+                exchange.is_complete = True
+                exchange.completed()
+                ended += 1
+        if ended:
+            logger.debug("ended %d event stream(s) from port %d", ended, port)
+        return ended
 
     async def forward(
         self,
@@ -217,6 +246,8 @@ class PooledUpstream:
                 )
         except OSError as exc:  # refused, unreachable, or TimeoutError: nothing took it in time
             raise failure_for(exc, service, Stage.CONNECTING, port=port) from exc
+        if not protocol.is_lost:
+            self._open.setdefault(port, set()).add(protocol)
         return protocol
 
     async def _exchange(
@@ -320,6 +351,20 @@ async def _stream(
             request.transport.close()
         return
     await response.write_eof()
+
+
+def is_open_event_stream(exchange: Exchange) -> bool:
+    """An event stream under way, its length unknown: it can end as a complete answer."""
+    if not exchange.has_headers or exchange.is_complete or exchange.error is not None:
+        return False
+    content_type = b""
+    for name, value in exchange.raw_headers:
+        lower = name.lower()
+        if lower == b"content-length":
+            return False
+        if lower == b"content-type":
+            content_type = value
+    return content_type.split(b";")[0].strip().lower() == b"text/event-stream"
 
 
 def _live_tag(exchange: _Exchange, service: str) -> bytes:
