@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.conditions import wait_until
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 class DevstackProcess:
@@ -102,3 +106,18 @@ def devstack(tmp_path: Path) -> Iterator[DevstackRunner]:
         yield runner
     finally:
         runner.close()
+
+
+def start_examples(devstack: DevstackRunner, tmp_path: Path) -> tuple[DevstackProcess, Path, int]:
+    """`devstack up --port 0` on a copy of examples/ (its data in the test's folder): the run,
+    the copy's folder and the proxy's port, once every service is up."""
+    folder = tmp_path / "examples"
+    shutil.copytree(
+        EXAMPLES, folder, ignore=shutil.ignore_patterns(".devstack", "data", "node_modules")
+    )
+    devstack.env["SIMON_DATA_DIR"] = str(tmp_path / "simon-data")
+    run = devstack.start("up", "--port", "0", cwd=folder)
+    out = run.wait_for("service(s) up", timeout=60)
+    match = re.search(r"proxy listening on https://localhost:(\d+)", out)
+    assert match, out
+    return run, folder, int(match.group(1))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -16,9 +15,7 @@ import pytest
 
 from devstack.tls.ca import client_context
 from tests.e2e import browser
-from tests.e2e.conftest import DevstackProcess, DevstackRunner
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+from tests.e2e.conftest import DevstackProcess, DevstackRunner, start_examples
 
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="the example needs Node.js")
 
@@ -55,17 +52,9 @@ class Stack:
 
 @pytest.fixture
 def stack(devstack: DevstackRunner, tmp_path: Path) -> Iterator[Stack]:
-    folder = tmp_path / "examples"
-    shutil.copytree(
-        EXAMPLES, folder, ignore=shutil.ignore_patterns(".devstack", "data", "node_modules")
-    )
-    devstack.env["SIMON_DATA_DIR"] = str(tmp_path / "simon-data")
-    run = devstack.start("up", "--port", "0", cwd=folder)
-    out = run.wait_for("service(s) up", timeout=60)
-    match = re.search(r"proxy listening on https://localhost:(\d+)", out)
-    assert match, out
+    run, _, port = start_examples(devstack, tmp_path)
     ca = devstack.run("ca").stdout.strip()
-    yield Stack(run, int(match.group(1)), ca)
+    yield Stack(run, port, ca)
     assert run.interrupt() == 0
 
 
