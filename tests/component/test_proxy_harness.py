@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import logging
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -24,8 +25,13 @@ from aiohttp import web
 from devstack.manifest.spec import ProxySpec, RouteSpec, ServiceSpec, StackSpec
 from devstack.proxy.routing import certificate_hosts
 from devstack.proxy.server import Proxy, ProxyTimeouts
+from devstack.run.output import Printer
+from devstack.run.spawn import Spawner
+from devstack.run.starter import SpawningStarter
+from devstack.run.supervisor import Supervisor
 from devstack.status import ServiceState, ServiceStatus
 from devstack.tls.ca import ServerCertificate, client_context, load_or_create_ca
+from tests.component.test_supervisor import free_ports
 
 
 class StandInDirectory:
@@ -139,6 +145,32 @@ async def running_proxy(
         spec, directory, context, port=0, timeouts=timeouts or ProxyTimeouts()
     ) as proxy:
         yield proxy
+
+
+@asynccontextmanager
+async def supervised(
+    service: ServiceSpec, *, stop_seconds: float = 20
+) -> AsyncIterator[tuple[Supervisor, Proxy, io.BytesIO]]:
+    """One real service under the real supervisor, behind the real proxy (on a free port), and
+    what the supervisor printed; stopped (within ``stop_seconds``) on the way out."""
+    spec = StackSpec(
+        manifest_path=service.cwd / "devstack.yaml",
+        services={service.name: service},
+        proxy=ProxySpec(port=0),
+    )
+    ports = dict(zip(spec.services, free_ports(1), strict=True))
+    output = io.BytesIO()
+    printer = Printer(spec.services, stream=output, colour=False)
+    supervisor = Supervisor(spec, ports, printer, starter=SpawningStarter(Spawner(ports)))
+    running = asyncio.ensure_future(supervisor.run())
+    try:
+        await asyncio.wait_for(supervisor.started, 20)
+        context = ServerCertificate(load_or_create_ca(), certificate_hosts(spec)).context
+        async with Proxy(spec, supervisor, context, port=0) as proxy:
+            yield supervisor, proxy, output
+    finally:
+        supervisor.request_shutdown()
+        await asyncio.wait_for(running, stop_seconds)
 
 
 @asynccontextmanager

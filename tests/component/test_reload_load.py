@@ -23,17 +23,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from devstack.manifest.spec import ProxySpec, ReloadMode, ServiceSpec, StackSpec
-from devstack.proxy.routing import certificate_hosts
+from devstack.manifest.spec import ReloadMode, ServiceSpec
 from devstack.proxy.server import Proxy
-from devstack.run.output import Printer
-from devstack.run.spawn import Spawner
-from devstack.run.starter import SpawningStarter
 from devstack.run.supervisor import Supervisor
 from devstack.status import ServiceState
-from devstack.tls.ca import ServerCertificate, load_or_create_ca
-from tests.component.test_proxy_harness import use_lane, verified_client
-from tests.component.test_supervisor import free_ports
+from tests.component.test_proxy_harness import supervised, use_lane, verified_client
 from tests.conditions import async_wait_until
 
 RELOADS = 10
@@ -190,34 +184,20 @@ async def loaded_stack(root: Path, mode: ReloadMode) -> AsyncIterator[Stack]:
     (root / "service.py").write_text(SERVICE)
     (root / "version.txt").write_text("1")
     web = ServiceSpec(name="web", command=f"{sys.executable} service.py", cwd=root, reload=mode)
-    spec = StackSpec(
-        manifest_path=root / "devstack.yaml", services={"web": web}, proxy=ProxySpec(port=0)
-    )
-    ports = dict(zip(spec.services, free_ports(1), strict=True))
-    output = io.BytesIO()
-    printer = Printer(spec.services, stream=output, colour=False)
-    supervisor = Supervisor(spec, ports, printer, starter=SpawningStarter(Spawner(ports)))
-    running = asyncio.ensure_future(supervisor.run())
-    try:
-        await asyncio.wait_for(supervisor.started, 20)
-        context = ServerCertificate(load_or_create_ca(), certificate_hosts(spec)).context
-        async with Proxy(spec, supervisor, context, port=0) as proxy:
-            stack = Stack(supervisor, proxy, root, output)
-            done = asyncio.Event()
-            clients = [
-                asyncio.ensure_future(_gets(stack, f"get{i}", done)) for i in range(GET_CLIENTS)
-            ] + [
-                asyncio.ensure_future(_posts(stack, f"post{i}", done)) for i in range(POST_CLIENTS)
-            ]
-            try:
-                await async_wait_until(lambda: stack.load.answers >= 20, message="a first load")
-                yield stack
-            finally:
-                done.set()
-                await asyncio.wait_for(asyncio.gather(*clients), 30)
-    finally:
-        supervisor.request_shutdown()
-        await asyncio.wait_for(running, 20)
+    async with supervised(web) as (supervisor, proxy, output):
+        stack = Stack(supervisor, proxy, root, output)
+        done = asyncio.Event()
+        clients = [
+            asyncio.ensure_future(_gets(stack, f"get{i}", done)) for i in range(GET_CLIENTS)
+        ] + [
+            asyncio.ensure_future(_posts(stack, f"post{i}", done)) for i in range(POST_CLIENTS)
+        ]
+        try:
+            await async_wait_until(lambda: stack.load.answers >= 20, message="a first load")
+            yield stack
+        finally:
+            done.set()
+            await asyncio.wait_for(asyncio.gather(*clients), 30)
 
 
 def run(root: Path, mode: ReloadMode, scenario: Callable[[Stack], Awaitable[None]]) -> Stack:

@@ -26,26 +26,22 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from devstack.manifest.spec import ProxySpec, ReloadMode, ServiceSpec, StackSpec
+from devstack.manifest.spec import ReloadMode, ServiceSpec
 from devstack.proxy.departure import is_leaving
-from devstack.proxy.routing import certificate_hosts
 from devstack.proxy.server import Proxy
-from devstack.run.output import Printer
-from devstack.run.spawn import Spawner
-from devstack.run.starter import SpawningStarter
 from devstack.run.supervisor import Supervisor
 from devstack.status import ServiceState, ServiceStatus
-from devstack.tls.ca import ServerCertificate, client_context, load_or_create_ca
+from devstack.tls.ca import client_context
 from tests.component.test_proxy_harness import (
     LANES,
     StandInDirectory,
     make_spec,
     running_proxy,
+    supervised,
     upstream,
     use_lane,
     verified_client,
 )
-from tests.component.test_supervisor import free_ports
 from tests.conditions import async_wait_until
 
 STOP_TIMEOUT_SECONDS = 30.0
@@ -99,21 +95,10 @@ async def running_stack(root: Path, mode: ReloadMode) -> AsyncIterator[Stack]:
     service.write_text(SERVICE)
     service_spec = ServiceSpec(name="web", command=f"{sys.executable} service.py", cwd=root,
                                reload=mode, stop_timeout_seconds=STOP_TIMEOUT_SECONDS)  # fmt: skip
-    spec = StackSpec(manifest_path=root / "devstack.yaml", services={"web": service_spec},
-                     proxy=ProxySpec(port=0))  # fmt: skip
-    ports = dict(zip(spec.services, free_ports(1), strict=True))
-    output = io.BytesIO()
-    printer = Printer(spec.services, stream=output, colour=False)
-    supervisor = Supervisor(spec, ports, printer, starter=SpawningStarter(Spawner(ports)))
-    running = asyncio.ensure_future(supervisor.run())
-    try:
-        await asyncio.wait_for(supervisor.started, 20)
-        context = ServerCertificate(load_or_create_ca(), certificate_hosts(spec)).context
-        async with Proxy(spec, supervisor, context, port=0) as proxy:
-            yield Stack(supervisor, proxy, service, output)
-    finally:
-        supervisor.request_shutdown()
-        await asyncio.wait_for(running, STOP_TIMEOUT_SECONDS + 10)
+    async with supervised(service_spec, stop_seconds=STOP_TIMEOUT_SECONDS + 10) as (
+        supervisor, proxy, output
+    ):
+        yield Stack(supervisor, proxy, service, output)
 
 
 async def open_socket(session: aiohttp.ClientSession, stack: Stack
