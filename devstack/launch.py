@@ -1,8 +1,10 @@
 """The part of ``devstack up`` that needs no event loop, done before the heavy modules load.
 
 In order: take the manifest's lock, decide every service's port, bind the proxy's port (the URL is
-the contract: a taken proxy port fails here, before anything starts), start the guardian, and
-spawn every service that waits for nothing. Those services then boot while devstack loads
+the contract: a taken proxy port fails here, before anything starts), make sure devstack's CA and
+the CA bundle exist (services are told to trust them, so they must be there when they start: only
+with the proxy, whose CA it is), start the guardian, and spawn every service that waits for
+nothing. Those services then boot while devstack loads
 asyncio, the supervisor and the proxy, instead of after.
 """
 
@@ -10,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from devstack.errors import ServiceStartError
 from devstack.manifest.spec import ServiceSpec, StackSpec
@@ -37,8 +41,15 @@ class EarlySpawner(Spawner):
     process to the service's first start; every later start spawns anew. What no start took is
     stopped by :meth:`close`."""
 
-    def __init__(self, ports: dict[str, int], *, guardian: Guardian) -> None:
-        super().__init__(ports, guardian=guardian)
+    def __init__(
+        self,
+        ports: dict[str, int],
+        *,
+        guardian: Guardian,
+        trust: Mapping[str, str] | None = None,
+        proxy_url: str | None = None,
+    ) -> None:
+        super().__init__(ports, guardian=guardian, trust=trust, proxy_url=proxy_url)
         self._early: dict[str, tuple[ServiceSpec, Spawned]] = {}
 
     def spawn_early(self, service: ServiceSpec) -> None:
@@ -79,7 +90,7 @@ class Launch:
 
     @property
     def proxy_enabled(self) -> bool:
-        return self.options.proxy and self.spec.proxy.enabled
+        return proxy_enabled(self.spec, self.options)
 
     def close(self) -> None:
         if self.listeners is not None:
@@ -87,6 +98,20 @@ class Launch:
         self.spawner.close()
         self.guardian.close()  # stops whatever groups are still registered
         self.lock.release()
+
+
+def proxy_enabled(spec: StackSpec, options: UpOptions) -> bool:
+    return options.proxy and spec.proxy.enabled
+
+
+def trust_environment() -> dict[str, str]:
+    """Create or load devstack's CA, bring the CA bundle up to date and return the variables
+    that point the services' runtimes at them. Loading :mod:`devstack.tls.ca` imports
+    cryptography (tens of milliseconds), so it is done only when the proxy runs."""
+    from devstack.tls import bundle, ca
+
+    ca_cert: Path = ca.load_or_create_ca().cert_path
+    return bundle.trust_environment(ca_cert, bundle.write_bundle(ca_cert))
 
 
 def service_ports(spec: StackSpec, assignments: dict[str, PortAssignment]) -> dict[str, int]:
@@ -101,13 +126,25 @@ def service_ports(spec: StackSpec, assignments: dict[str, PortAssignment]) -> di
 def prepare(spec: StackSpec, options: UpOptions, printer: Printer) -> Launch:
     lock = RunLock(spec.state_dir)
     lock.acquire(spec.manifest_path)
+    listeners = None
+    trust: dict[str, str] = {}
     try:
         assignments = assign_ports(spec, proxy_port=options.proxy_port)
+        for assignment in assignments.values():
+            if message := assignment.message():
+                printer.system(message)
+        if proxy_enabled(spec, options):
+            listeners = bind_proxy(spec, options.proxy_port)
+            trust = trust_environment()
     except BaseException:
+        if listeners is not None:
+            listeners.close()
         lock.release()
         raise
     ports = service_ports(spec, assignments)
     guardian = Guardian()
+    # The proxy's origin, as the proxy reports it (https://localhost:<the bound port>).
+    proxy_url = f"https://localhost:{listeners.port}" if listeners is not None else None
     launch = Launch(
         spec=spec,
         options=options,
@@ -115,14 +152,10 @@ def prepare(spec: StackSpec, options: UpOptions, printer: Printer) -> Launch:
         guardian=guardian,
         assignments=assignments,
         ports=ports,
-        spawner=EarlySpawner(ports, guardian=guardian),
+        spawner=EarlySpawner(ports, guardian=guardian, trust=trust, proxy_url=proxy_url),
+        listeners=listeners,
     )
     try:
-        for assignment in assignments.values():
-            if message := assignment.message():
-                printer.system(message)
-        if launch.proxy_enabled:
-            launch.listeners = bind_proxy(spec, options.proxy_port)
         guardian.start()
         for service in spec.services.values():
             if not service.depends_on:

@@ -23,6 +23,7 @@ from devstack.manifest.nodes import (
     line_of,
     read_boolean,
     read_choice,
+    read_integer,
     read_key,
     read_mapping,
     read_optional,
@@ -224,6 +225,16 @@ def _service(ld: Loading, name: str, knode: Node, node: Node) -> ServiceSpec | N
     )
 
 
+def _read_proxy_port(ld: Loading, node: Node, key: str) -> int | None:
+    """A port number, or 0: a free port picked when the proxy binds (like ``--port 0``)."""
+    port = read_integer(ld, node, key)
+    if port is not None and not 0 <= port <= 65535:
+        ld.error(key, line_of(node), f"expected a port number from 1 to 65535 (or 0: any free "
+                 f"port), got {port}")
+        return None
+    return port
+
+
 def _proxy(ld: Loading, node: Node, key: str) -> ProxySpec | None:
     entries = read_mapping(ld, node, key, PROXY_KEYS)
     if entries is None:
@@ -246,7 +257,7 @@ def _proxy(ld: Loading, node: Node, key: str) -> ProxySpec | None:
         ld.error("proxy.bind", ld.line("proxy.bind"), "expected at least one address")
     hosts = read_key(ld, entries, key, "hosts", read_strings, _NO_STRINGS)
     return ProxySpec(
-        port=read_key(ld, entries, key, "port", read_port, defaults.port),
+        port=read_key(ld, entries, key, "port", _read_proxy_port, defaults.port),
         enabled=read_key(ld, entries, key, "enabled", read_boolean, defaults.enabled),
         bind=bind,
         http_port=read_optional(ld, entries, key, "http_port", read_port),

@@ -129,12 +129,22 @@ def spawn(
 
 class Spawner:
     """Spawns the services of one stack: each with its environment (devstack's own, taken once,
-    and the port every service got), its group registered with the guardian."""
+    the port every service got, and, when the proxy runs, the variables trusting devstack's CA
+    and its URL), its group registered with the guardian."""
 
-    def __init__(self, ports: Mapping[str, int], *, guardian: Guardian | None = None) -> None:
+    def __init__(
+        self,
+        ports: Mapping[str, int],
+        *,
+        guardian: Guardian | None = None,
+        trust: Mapping[str, str] | None = None,
+        proxy_url: str | None = None,
+    ) -> None:
         self.guardian = guardian
         self._ports = dict(ports)
         self._base_env = dict(os.environ)
+        self._trust = dict(trust or {})
+        self._proxy_url = proxy_url
 
     def port_of(self, name: str) -> int | None:
         """The port service ``name`` got at the start of the run."""
@@ -155,7 +165,9 @@ class Spawner:
             service.name,
             service.command,
             cwd=service.cwd,
-            env=service_environment(service, ports, self._base_env),
+            env=service_environment(
+                service, ports, self._base_env, trust=self._trust, proxy_url=self._proxy_url
+            ),
             guardian=self.guardian,
             stop_timeout_seconds=service.stop_timeout_seconds,
         )

@@ -102,3 +102,33 @@ def test_service_environment_leaves_its_inputs_and_os_environ_alone() -> None:
     assert base == {"A": "1"}
     assert dict(spec.env) == {"B": "2"}
     assert dict(os.environ) == before
+
+
+TRUST = {"SSL_CERT_FILE": "/home/tls/bundle.pem", "NODE_EXTRA_CA_CERTS": "/home/tls/ca.crt"}
+
+
+def test_trust_variables_and_the_proxy_url_join_the_environment() -> None:
+    env = service_environment(
+        service("web"),
+        {"web": 3000},
+        {"SSL_CERT_FILE": "/etc/corp.pem", "DEVSTACK_URL": "stale"},
+        trust=TRUST,
+        proxy_url="https://localhost:8443",
+    )
+    assert env["SSL_CERT_FILE"] == "/home/tls/bundle.pem"  # devstack's own environment loses
+    assert env["NODE_EXTRA_CA_CERTS"] == "/home/tls/ca.crt"
+    assert env["DEVSTACK_URL"] == "https://localhost:8443"
+    assert env["DEVSTACK_WEB_URL"] == "http://127.0.0.1:3000"
+
+
+def test_a_services_own_env_wins_over_the_trust_variables() -> None:
+    spec = service("web", SSL_CERT_FILE="/mine.pem")
+    env = service_environment(spec, {"web": 3000}, {}, trust=TRUST)
+    assert env["SSL_CERT_FILE"] == "/mine.pem"
+    assert env["NODE_EXTRA_CA_CERTS"] == "/home/tls/ca.crt"
+
+
+def test_no_proxy_no_url_and_no_trust_variables() -> None:
+    env = service_environment(service("web"), {"web": 3000}, {})
+    assert "DEVSTACK_URL" not in env
+    assert not {"SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS"} & env.keys()
