@@ -15,10 +15,15 @@ import contextlib
 import gc
 import importlib
 import logging
+import os
 import signal
 import time
+import urllib.parse
 from typing import TYPE_CHECKING, Any
 
+from devstack.control.address import socket_path
+from devstack.control.protocol import StackInfo
+from devstack.control.server import ControlServer
 from devstack.errors import DevstackError, ServiceStartError
 from devstack.launch import Launch
 from devstack.proxy.bind import Listeners
@@ -83,11 +88,19 @@ class Stack:
                 # pathspec and watchfiles take ~100 ms to import: in the default executor, beside
                 # the services' start-up, and only when something is watched.
                 self._reload = loop.run_in_executor(None, _load_reload)
+            control = ControlServer(
+                socket_path(self.spec.state_dir),
+                supervisor,
+                StackInfo(manifest=self.spec.manifest_path, pid=os.getpid()),
+                logs_dir=self.spec.state_dir / "logs",
+            )
             async with asyncio.TaskGroup() as group:
                 supervising = group.create_task(supervisor.run())
+                group.create_task(control.serve(supervising))
                 if launch.listeners is not None:
                     frontend = await self._start_frontend(supervisor, supervising, launch.listeners)
                     launch.listeners = None  # the proxy owns them now
+                    control.stack = stack_info(control.stack, frontend)
                 launch.lock.update(
                     ports={n: vars_of(a) for n, a in launch.assignments.items()},
                     proxy_url=frontend.url if frontend else None,
@@ -215,6 +228,18 @@ class Stack:
         if frontend is not None:
             for root, paths in changes.static.items():
                 frontend.static_changed(root, paths)
+
+
+def stack_info(bare: StackInfo, frontend: Frontend) -> StackInfo:
+    """What the control socket says of the stack once the proxy listens."""
+    return StackInfo(
+        manifest=bare.manifest,
+        pid=bare.pid,
+        proxy_url=frontend.url,
+        proxy_port=urllib.parse.urlsplit(frontend.url).port,
+        ca_path=frontend.ca_path,
+        service_urls={name: frontend.service_url(name) for name in frontend.spec.services},
+    )
 
 
 def _load_reload() -> None:

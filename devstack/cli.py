@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 services failed or crashed; 2 invalid manifest; 3 state folder locked by
 a live run; 4 a port that must not move is taken; 5 a service could not start; 6 TLS; 7 trust
-store; 130 interrupted before anything started. See devstack.errors for the tree.
+store; 8 no stack is running for the manifest (status, logs, restart, stop, start, down); 130
+interrupted before anything started. See devstack.errors for the tree.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from devstack.errors import DevstackError
 EXIT_INTERRUPTED = 130
 
 
-def _manifest_argument(parser: argparse.ArgumentParser) -> None:
+def _manifest_argument(parser: argparse.ArgumentParser, *, short: bool = True) -> None:
+    """``-f/--file``; only ``--file`` where ``-f`` means follow (``logs``)."""
     parser.add_argument(
-        "-f",
-        "--file",
+        *(("-f", "--file") if short else ("--file",)),
         type=Path,
         metavar="FILE",
         help="the manifest (default: devstack.yaml in this folder, else Procfile)",
@@ -52,6 +53,28 @@ def build_parser() -> argparse.ArgumentParser:
     ports = commands.add_parser("ports", help="each service's wanted and actual port")
     _manifest_argument(ports)
 
+    status = commands.add_parser("status", help="the running stack's services and their state")
+    _manifest_argument(status)
+    status.add_argument("--json", action="store_true", help="the versioned JSON document")
+
+    logs = commands.add_parser("logs", help="the last lines of the running stack's services")
+    _manifest_argument(logs, short=False)
+    logs.add_argument("names", nargs="*", metavar="NAME", help="only these services")
+    logs.add_argument("-f", "--follow", action="store_true", help="print new lines as they come")
+    logs.add_argument("-n", "--lines", type=int, default=20, metavar="N", help="(default: 20)")
+
+    for name, what in (
+        ("restart", "restart services of the running stack"),
+        ("stop", "stop services of the running stack (they stay stopped until started)"),
+        ("start", "start stopped services of the running stack again"),
+    ):
+        act = commands.add_parser(name, help=what)
+        _manifest_argument(act)
+        act.add_argument("names", nargs="+", metavar="NAME")
+
+    down = commands.add_parser("down", help="stop the running stack; returns once all is gone")
+    _manifest_argument(down)
+
     commands.add_parser("ca", help="print the path of devstack's CA certificate")
 
     trust = commands.add_parser("trust", help="install devstack's CA in the system and browsers")
@@ -80,6 +103,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         "up": commands.up,
         "check": commands.check,
         "ports": commands.ports,
+        "status": commands.status,
+        "logs": commands.logs,
+        "restart": commands.restart,
+        "stop": commands.stop,
+        "start": commands.start,
+        "down": commands.down,
         "ca": commands.ca,
         "trust": commands.trust,
     }[args.command]

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devstack.errors import TrustError
 from devstack.launch import UpOptions, prepare
 from devstack.manifest import loader as manifest
 from devstack.run.lock import live_record
 from devstack.run.output import Printer, logging_to
+
+if TYPE_CHECKING:
+    from devstack.control.client import Stack
+
+FOLLOW_POLL_SECONDS = 0.1
 
 
 def _load(args: argparse.Namespace) -> manifest.LoadResult:
@@ -51,14 +59,90 @@ def check(args: argparse.Namespace) -> int:
     return 0
 
 
-def ports(args: argparse.Namespace) -> int:
-    from devstack.run.ports import assign_ports
+def _stack(args: argparse.Namespace) -> Stack:
+    from devstack.control.client import Stack
 
     spec = _load(args).spec
-    record = live_record(spec.state_dir)
-    if record is not None and isinstance(record.get("ports"), dict):
-        rows = record["ports"]
-        source = f"running (pid {record.get('pid')})"
+    return Stack(spec.state_dir, spec.manifest_path)
+
+
+def status(args: argparse.Namespace) -> int:
+    from devstack.control.render import status_lines
+
+    document = _stack(args).ask("status")
+    document.pop("ok")
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        for line in status_lines(document):
+            print(line)
+    return 0
+
+
+def _act(args: argparse.Namespace) -> int:
+    """``restart``, ``stop`` and ``start``: the request goes to the stack, which acts on it."""
+    answer = _stack(args).ask(args.command, *args.names)
+    done = {"restart": "restarting", "stop": "stopping", "start": "starting"}[args.command]
+    print(f"{done}: {', '.join(answer['names'])}")
+    return 0
+
+
+restart = stop = start = _act
+
+
+def down(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    count = stack.down()
+    print(f"stopped {stack.manifest}: {count} process(es) gone")
+    return 0
+
+
+def logs(args: argparse.Namespace) -> int:
+    from devstack.control.render import Follower, prefixed, tail
+
+    stack = _stack(args)
+    answer = stack.ask("logs", *args.names)
+    files = {name: Path(path) for name, path in answer["logs"].items()}
+    width = max(map(len, files)) if len(files) > 1 else 0
+    followers = []
+    for name, path in files.items():
+        lines, end = tail(path, args.lines)
+        for line in prefixed(name, lines, width):
+            print(line)
+        followers.append((name, Follower(path, end)))
+    sys.stdout.flush()
+    while args.follow and stack.is_live():
+        for name, follower in followers:
+            for line in prefixed(name, list(follower.read()), width):
+                print(line, flush=True)
+        time.sleep(FOLLOW_POLL_SECONDS)  # tail -f: the files are polled
+    return 0
+
+
+def ports(args: argparse.Namespace) -> int:
+    from devstack.control.client import StackNotRunning
+    from devstack.run.ports import assign_ports
+
+    stack = _stack(args)
+    spec = _load(args).spec
+    record = live_record(spec.state_dir) or {}
+    try:
+        document = stack.ask("status")
+    except StackNotRunning:
+        document = None
+    if document is not None:
+        held = record.get("ports")
+        if not isinstance(held, dict):
+            held = {}
+        rows = {
+            s["name"]: {
+                "wanted": s["wanted_port"],
+                "port": s["port"],
+                "holder": (held.get(s["name"]) or {}).get("holder"),
+            }
+            for s in document["services"]
+        }
+        source = f"running (pid {document['stack']['pid']})"
     else:
         rows = {
             name: {

@@ -1,8 +1,8 @@
 """What the supervisor reacts to: typed, frozen, past-tense events, and the clock it reads.
 
 Exit watchers, readiness probes and backoff timers post *what happened*
-(``ProcessExited``); users, the file watcher and, later, a control socket post *what is
-asked* (``RestartRequested``, ``ReloadRequested``).
+(``ProcessExited``); users, the file watcher and the control socket post *what is
+asked* (``StopRequested``, ``StartRequested``, ``RestartRequested``, ``ReloadRequested``).
 :meth:`devstack.run.supervisor.Supervisor._handle` is the one consumer.
 """
 
@@ -58,6 +58,12 @@ class StopRequested(NamedTuple):
     name: str
 
 
+class StartRequested(NamedTuple):
+    """Start a service the user stopped (or one that ended) again."""
+
+    name: str
+
+
 class RestartRequested(NamedTuple):
     name: str
 
@@ -83,6 +89,7 @@ Event = (
     | ReadinessOverdue
     | BackoffElapsed
     | StopRequested
+    | StartRequested
     | RestartRequested
     | ReloadRequested
     | ShutdownRequested

@@ -28,9 +28,11 @@ GITIGNORE = "# devstack's state for this folder: never commit it\n*\n"
 
 
 def prepare_state_dir(state_dir: Path) -> None:
-    """Create the folder with its own .gitignore, so it never shows up in the user's commits."""
+    """Create the folder with its own .gitignore, so it never shows up in the user's commits.
+    Only its owner may enter it: it holds the logs and the control socket."""
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        state_dir.chmod(0o700)
         gitignore = state_dir / ".gitignore"
         if not gitignore.exists():
             gitignore.write_text(GITIGNORE)

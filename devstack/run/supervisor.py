@@ -44,6 +44,7 @@ from devstack.run.events import (
     ServiceBecameReady,
     ShutdownFinished,
     ShutdownRequested,
+    StartRequested,
     StopRequested,
 )
 from devstack.run.lookout import Lookout
@@ -105,6 +106,8 @@ class Supervisor:
         self._is_forced = False
         """A second Ctrl-C: everything still running is killed."""
         self._finished = False
+        self._held: set[str] = set()
+        """Services the user stopped: the stack stays up for them to be started again."""
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         """Resolves once every service is ready (or done); fails with ServiceStartError when one
         cannot start during start-up."""
@@ -163,6 +166,14 @@ class Supervisor:
     def restart(self, name: str) -> None:
         self.post(RestartRequested(name))
 
+    def stop(self, name: str) -> None:
+        """The user stops ``name``: it stays stopped (no restart, no reload) until started."""
+        self.post(StopRequested(name))
+
+    def start(self, name: str) -> None:
+        """Start ``name`` again if it is stopped or has ended; a running one is left alone."""
+        self.post(StartRequested(name))
+
     def reload(self, name: str, files: tuple[str, ...]) -> None:
         """Files service ``name`` watches changed (``files``, for the message): reload it as
         its ``reload`` mode says. Safe to call at any time; reloads in quick succession
@@ -211,10 +222,12 @@ class Supervisor:
                     self._launch(s)
             case RestartRequested(name):
                 self._on_restart_requested(self._services[name])
+            case StartRequested(name):
+                self._on_start_requested(self._services[name])
             case ReloadRequested(name, files):
                 self._on_reload_requested(self._services[name], files)
             case StopRequested(name):
-                self._stop(self._services[name], then=ServiceState.STOPPED)
+                self._on_stop_requested(self._services[name])
             case ShutdownRequested(force):
                 self._on_shutdown(force)
             case ShutdownFinished():
@@ -226,7 +239,7 @@ class Supervisor:
         run, settle :attr:`started`."""
         if not self._shutting_down:
             self._start_eligible()
-            if all(s.state in FINAL for s in self._services.values()):
+            if not self._held and all(s.state in FINAL for s in self._services.values()):
                 self._printer.system("every service has ended; nothing left to run")
                 self._on_shutdown(force=False)
         self._check_started()
@@ -365,11 +378,27 @@ class Supervisor:
         s.reason = reason
         self._printer.system(f"{reason}", error=True, service=s.spec.name)
 
+    def _on_stop_requested(self, s: ServiceRecord) -> None:
+        if not self._shutting_down:
+            self._held.add(s.spec.name)  # the user's stop: keep the stack up
+        self._stop(s, then=ServiceState.STOPPED)
+
     def _on_restart_requested(self, s: ServiceRecord) -> None:
         if self._shutting_down:
             return
+        self._held.discard(s.spec.name)
         if s.state.is_running:
             self._stop(s, then=ServiceState.PENDING)
+        elif s.state in FINAL or s.state is ServiceState.BACKOFF:
+            s.backoff.reset()
+            s.state = ServiceState.PENDING
+
+    def _on_start_requested(self, s: ServiceRecord) -> None:
+        if self._shutting_down:
+            return
+        self._held.discard(s.spec.name)
+        if s.state is ServiceState.STOPPING:
+            s.after_exit = ServiceState.PENDING  # once the old process is gone
         elif s.state in FINAL or s.state is ServiceState.BACKOFF:
             s.backoff.reset()
             s.state = ServiceState.PENDING

@@ -1002,3 +1002,52 @@ def test_the_shutdown_stops_both_versions_of_a_blue_green_reload() -> None:
         await until(script.running.done, "the shutdown to finish")
 
     play(history, blue_green(), exits_on_stop=False)
+
+
+def test_a_service_the_user_stopped_stays_stopped_until_started_and_the_stack_stays_up() -> None:
+    async def history(script: Script) -> None:
+        await script.reaches("web", STARTING)
+        await script.answer("web")
+        first = script.process("web")
+        script.supervisor.stop("web")
+        stopped = await script.reaches("web", STOPPED)
+        assert first.stops == [False] and stopped.pid is None
+        await settle()  # its only service stopped by the user: the stack waits for a start
+        assert script.running is not None and not script.running.done()
+        script.supervisor.start("web")
+        await script.reaches("web", STARTING)
+        assert script.process("web") is not first
+        await script.answer("web")
+        script.supervisor.start("web")  # already running: nothing happens
+        await settle()
+        assert len(script.starter.processes("web")) == 2
+
+    play(history, service("web"))
+
+
+def test_a_start_while_a_stop_is_under_way_starts_it_once_the_old_process_exited() -> None:
+    async def history(script: Script) -> None:
+        await script.reaches("web", STARTING)
+        old = script.process("web")
+        script.supervisor.stop("web")
+        await script.reaches("web", STOPPING)
+        script.supervisor.start("web")
+        await settle()
+        assert len(script.starter.processes("web")) == 1, "started before the old one exited"
+        old.exit(-signal.SIGTERM)
+        await script.reaches("web", STARTING)
+        assert script.process("web") is not old
+
+    play(history, service("web"), exits_on_stop=False)
+
+
+def test_a_start_of_a_crashed_service_starts_it_at_once() -> None:
+    async def history(script: Script) -> None:
+        await script.reaches("job", STARTING)
+        await script.crash("job")
+        await script.reaches("job", CRASHED)
+        script.supervisor.start("job")
+        again = await script.reaches("job", STARTING)
+        assert again.pid == 103
+
+    play(history, service("job", restart=RestartPolicy.NEVER), service("db"))
