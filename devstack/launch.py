@@ -1,7 +1,8 @@
 """The part of ``devstack up`` that needs no event loop, done before the heavy modules load.
 
-In order: take the manifest's lock, decide every service's port, bind the proxy's port (the URL is
-the contract: a taken proxy port fails here, before anything starts), make sure devstack's CA and
+In order: take the manifest's lock, bind the proxy's port (the URL is the contract: a taken proxy
+port fails here, before anything starts; and with port 0 the kernel's pick must be known before
+the services' ports are decided), decide every service's port, make sure devstack's CA and
 the CA bundle exist (services are told to trust them, so they must be there when they start: only
 with the proxy, whose CA it is), start the guardian, and spawn every service that waits for
 nothing. Those services then boot while devstack loads
@@ -14,7 +15,6 @@ import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from devstack.errors import ServiceStartError
 from devstack.manifest.spec import ServiceSpec, StackSpec
@@ -105,12 +105,17 @@ def proxy_enabled(spec: StackSpec, options: UpOptions) -> bool:
 
 
 def trust_environment() -> dict[str, str]:
-    """Create or load devstack's CA, bring the CA bundle up to date and return the variables
-    that point the services' runtimes at them. Loading :mod:`devstack.tls.ca` imports
-    cryptography (tens of milliseconds), so it is done only when the proxy runs."""
-    from devstack.tls import bundle, ca
+    """Find (or, on first use, create) devstack's CA, bring the CA bundle up to date and return
+    the variables that point the services' runtimes at them. Only creating the CA loads
+    :mod:`devstack.tls.ca` and cryptography (about 100 ms): the proxy loads them later anyway,
+    in the background, and checks the CA then."""
+    from devstack.tls import bundle, home
 
-    ca_cert: Path = ca.load_or_create_ca().cert_path
+    ca_cert = home.existing_ca_cert()
+    if ca_cert is None:
+        from devstack.tls import ca
+
+        ca_cert = ca.load_or_create_ca().cert_path
     return bundle.trust_environment(ca_cert, bundle.write_bundle(ca_cert))
 
 
@@ -129,13 +134,17 @@ def prepare(spec: StackSpec, options: UpOptions, printer: Printer) -> Launch:
     listeners = None
     trust: dict[str, str] = {}
     try:
-        assignments = assign_ports(spec, proxy_port=options.proxy_port)
+        proxy_port = options.proxy_port
+        if proxy_enabled(spec, options):
+            # Bound before the services' ports are picked: with port 0 the kernel could
+            # otherwise hand the proxy the very port just picked (and released) for a service.
+            listeners = bind_proxy(spec, options.proxy_port)
+            proxy_port = listeners.port
+            trust = trust_environment()
+        assignments = assign_ports(spec, proxy_port=proxy_port)
         for assignment in assignments.values():
             if message := assignment.message():
                 printer.system(message)
-        if proxy_enabled(spec, options):
-            listeners = bind_proxy(spec, options.proxy_port)
-            trust = trust_environment()
     except BaseException:
         if listeners is not None:
             listeners.close()

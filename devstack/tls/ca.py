@@ -21,11 +21,9 @@ import datetime as dt
 import hashlib
 import ipaddress
 import logging
-import os
 import re
 import socket
 import ssl
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +36,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from devstack.errors import TLSError
 from devstack.tls import pki, private
+from devstack.tls.home import CA_CERT_NAME, tls_dir
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +52,6 @@ BACKDATE = dt.timedelta(minutes=5)
 BASE_HOSTS = ("localhost", "127.0.0.1", "::1")
 ALPN_PROTOCOLS = ["http/1.1"]
 
-_TLS_DIR = "tls"
-_CA_CERT = "ca.crt"
 _CA_KEY = "ca.key"
 _LEAF_DIR = "certs"
 _LOCK = ".lock"
@@ -63,23 +60,6 @@ _DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def devstack_home() -> Path:
-    """Where devstack keeps per-user data (the CA, cached certificates). Not created here.
-
-    ``$DEVSTACK_HOME`` wins; otherwise ``~/Library/Application Support/devstack`` on macOS and
-    ``$XDG_DATA_HOME/devstack`` (default ``~/.local/share/devstack``) elsewhere.
-    """
-    override = os.environ.get("DEVSTACK_HOME")
-    if override:
-        return Path(override).expanduser()
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "devstack"
-    xdg = os.environ.get("XDG_DATA_HOME")
-    if xdg and Path(xdg).is_absolute():
-        return Path(xdg) / "devstack"
-    return Path.home() / ".local" / "share" / "devstack"
 
 
 # --- the certificate authority ------------------------------------------------------------------
@@ -118,10 +98,6 @@ class CertificateAuthority:
         return self.certificate.not_valid_after_utc
 
 
-def tls_dir(home: Path | None = None) -> Path:
-    return (home if home is not None else devstack_home()) / _TLS_DIR
-
-
 def load_or_create_ca(home: Path | None = None, *, clock: Clock = utc_now) -> CertificateAuthority:
     """Load the CA from ``home`` (default :func:`devstack_home`), creating it on first use.
 
@@ -129,7 +105,7 @@ def load_or_create_ca(home: Path | None = None, *, clock: Clock = utc_now) -> Ce
     would silently invalidate every trust store the old one was installed in.
     """
     folder = private.private_dir(tls_dir(home))
-    cert_path, key_path = folder / _CA_CERT, folder / _CA_KEY
+    cert_path, key_path = folder / CA_CERT_NAME, folder / _CA_KEY
     if not cert_path.exists():
         with private.locked(folder):
             if not cert_path.exists():

@@ -20,6 +20,7 @@ from devstack.errors import TLSError
 from devstack.manifest.spec import ProxySpec, ServiceSpec, StackSpec
 from devstack.proxy.routing import certificate_hosts
 from devstack.tls import ca as tls
+from devstack.tls import home
 from tests.conditions import async_wait_until
 
 START = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
@@ -91,7 +92,7 @@ def test_devstack_home_honours_the_override(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("DEVSTACK_HOME", str(tmp_path / "here"))
-    assert tls.devstack_home() == tmp_path / "here"
+    assert home.devstack_home() == tmp_path / "here"
     assert not (tmp_path / "here").exists()
 
 
@@ -102,18 +103,18 @@ def test_devstack_home_follows_xdg_then_home(
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    assert tls.devstack_home() == tmp_path / "xdg" / "devstack"
+    assert home.devstack_home() == tmp_path / "xdg" / "devstack"
     monkeypatch.setenv("XDG_DATA_HOME", "relative/ignored")
-    assert tls.devstack_home() == tmp_path / ".local" / "share" / "devstack"
+    assert home.devstack_home() == tmp_path / ".local" / "share" / "devstack"
     monkeypatch.delenv("XDG_DATA_HOME")
-    assert tls.devstack_home() == tmp_path / ".local" / "share" / "devstack"
+    assert home.devstack_home() == tmp_path / ".local" / "share" / "devstack"
 
 
 def test_devstack_home_on_macos(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("DEVSTACK_HOME")
     monkeypatch.setattr(sys, "platform", "darwin")
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert tls.devstack_home() == tmp_path / "Library" / "Application Support" / "devstack"
+    assert home.devstack_home() == tmp_path / "Library" / "Application Support" / "devstack"
 
 
 # --- the CA -------------------------------------------------------------------------------------
