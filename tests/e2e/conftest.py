@@ -69,13 +69,17 @@ class DevstackProcess:
 
 
 class DevstackRunner:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, log_dir: Path) -> None:
+        """``tmp_path``: the default folder runs start in (often the manifest's, so watched);
+        ``log_dir``: where each run's output is kept, outside it, so that writing the log never
+        looks like an edit to the stack."""
         self.tmp_path = tmp_path
+        self.log_dir = log_dir
         self.runs: list[DevstackProcess] = []
         self.env = dict(os.environ, NO_COLOR="1")
 
     def start(self, *args: str, cwd: Path | None = None) -> DevstackProcess:
-        log = self.tmp_path / f"devstack-{len(self.runs)}.log"
+        log = self.log_dir / f"devstack-{len(self.runs)}.log"
         run = DevstackProcess(list(args), cwd or self.tmp_path, self.env, log)
         self.runs.append(run)
         return run
@@ -100,8 +104,10 @@ class DevstackRunner:
 
 
 @pytest.fixture
-def devstack(tmp_path: Path) -> Iterator[DevstackRunner]:
-    runner = DevstackRunner(tmp_path)
+def devstack(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DevstackRunner]:
+    runner = DevstackRunner(tmp_path, tmp_path_factory.mktemp("devstack-logs"))
     try:
         yield runner
     finally:
