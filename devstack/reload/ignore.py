@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,10 +47,13 @@ def is_editor_file(name: str) -> bool:
 class IgnoreRules:
     """The ignore rules of one stack: ``gitignores`` maps a folder to its ``.gitignore`` text
     (``.git/info/exclude`` is the repository root's second one: both are joined there);
-    ``venvs`` are folders known to hold a ``pyvenv.cfg``."""
+    ``venvs`` are folders known to hold a ``pyvenv.cfg``; ``own_output`` the files devstack's
+    own output goes to (``devstack up > up.log``), as (device, inode): devstack writes them, so
+    they are never edits."""
 
     gitignores: Mapping[Path, str] = field(default_factory=dict)
     venvs: set[Path] = field(default_factory=set)
+    own_output: frozenset[tuple[int, int]] = frozenset()
     _specs: dict[Path, GitIgnoreSpec] = field(init=False, default_factory=dict)
     _dirs: dict[Path, bool] = field(init=False, default_factory=dict)
     """Whether each folder met so far is ignored (cleared when a ``.gitignore`` changes)."""
@@ -65,6 +69,8 @@ class IgnoreRules:
     def is_builtin_ignored(self, path: Path) -> bool:
         """The built-in rules and virtual environments (not ``.gitignore``)."""
         if is_editor_file(path.name) or not IGNORED_DIRS.isdisjoint(path.parts[:-1]):
+            return True
+        if self.own_output and _identity(path) in self.own_output:
             return True
         return any(folder in self.venvs for folder in path.parents)
 
@@ -146,7 +152,8 @@ def scan(roots: Iterable[Path]) -> IgnoreRules:
             if (folder / ".git").exists():
                 files.append(folder / ".git" / "info" / "exclude")
                 break
-    rules = IgnoreRules(gitignore_texts(f for f in files if f.is_file()))
+    rules = IgnoreRules(gitignore_texts(f for f in files if f.is_file()),
+                        own_output=own_output_files())  # fmt: skip
     for root in roots:
         for walked, names, filenames in os.walk(root):
             here = Path(walked)
@@ -161,3 +168,25 @@ def scan(roots: Iterable[Path]) -> IgnoreRules:
             names[:] = [name for name in names
                         if name not in IGNORED_DIRS and not rules.is_dir_ignored(here / name)]
     return rules
+
+
+def own_output_files(fds: Iterable[int] = (1, 2)) -> frozenset[tuple[int, int]]:
+    """The regular files among ``fds`` (devstack's stdout and stderr redirected to a file), as
+    (device, inode)."""
+    found: set[tuple[int, int]] = set()
+    for fd in fds:
+        try:
+            info = os.fstat(fd)
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode):
+            found.add((info.st_dev, info.st_ino))
+    return frozenset(found)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino

@@ -11,7 +11,7 @@ import pytest
 
 from devstack.manifest.spec import RouteSpec, ServiceSpec, StackSpec
 from devstack.reload.changes import ChangeSet, WatchPlan, describe_watch
-from devstack.reload.ignore import IgnoreRules
+from devstack.reload.ignore import IgnoreRules, own_output_files
 from devstack.reload.watcher import Watcher
 
 ROOT = Path("/project")
@@ -261,3 +261,14 @@ def test_watcher_with_nothing_to_watch_ends_at_once() -> None:
         return [changes async for changes in watcher.changes()]
 
     assert asyncio.run(scenario()) == []
+
+
+def test_devstack_s_own_output_redirected_into_the_tree_is_never_an_edit(tmp_path: Path) -> None:
+    log = tmp_path / "up.log"
+    other = tmp_path / "server.py"
+    with open(log, "w") as out:
+        other.write_text("x = 1\n")
+        rules = IgnoreRules(own_output=own_output_files([out.fileno()]))
+        assert rules.is_ignored(log)
+        assert not rules.is_ignored(other)
+    assert own_output_files([]) == frozenset()
