@@ -120,7 +120,7 @@ def logs(args: argparse.Namespace) -> int:
 
 
 def ports(args: argparse.Namespace) -> int:
-    from devstack.control.client import StackNotRunning
+    from devstack.errors import StackNotRunning
     from devstack.run.ports import assign_ports
 
     stack = _stack(args)

@@ -7,7 +7,9 @@
     ├── PortError                 exit 4   a port that must not move (the proxy's) is taken
     ├── ServiceStartError         exit 5   a service could not start (command not found, crash loop)
     ├── TLSError                  exit 6   the local CA or a certificate cannot be made or loaded
-    └── TrustError                exit 7   the CA could not be installed into a trust store
+    ├── TrustError                exit 7   the CA could not be installed into a trust store
+    ├── StackNotRunning           exit 8   no ``devstack up`` runs for this manifest
+    └── ControlError              exit 1   the running stack refused a request or did not answer
 
 Only ``devstack.cli`` turns these into ``error: ...`` on stderr and an exit code; foreign
 exceptions are wrapped with ``raise ... from exc`` where they cross into devstack.
@@ -95,3 +97,15 @@ class TrustError(DevstackError):
     """Installing or removing the CA in a trust store failed."""
 
     exit_code = 7
+
+
+class StackNotRunning(DevstackError):
+    """No ``devstack up`` holds this manifest's run lock."""
+
+    exit_code = 8
+
+
+class ControlError(DevstackError):
+    """The stack refused a request (an unknown service) or did not answer."""
+
+    exit_code = 1

@@ -19,7 +19,7 @@ from typing import Any
 from devstack.control import protocol
 from devstack.control.address import reachable, socket_path
 from devstack.control.protocol import ProtocolError, Request
-from devstack.errors import DevstackError
+from devstack.errors import ControlError, StackNotRunning
 from devstack.run.lock import RECORD_NAME, live_record
 
 logger = logging.getLogger(__name__)
@@ -30,18 +30,6 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 DOWN_TIMEOUT_SECONDS = 300.0
 """How long ``down`` waits for every process to be gone (services' stop timeouts included)."""
 POLL_SECONDS = 0.02
-
-
-class StackNotRunning(DevstackError):
-    """No ``devstack up`` holds this manifest's run lock."""
-
-    exit_code = 8
-
-
-class ControlError(DevstackError):
-    """The stack refused a request (an unknown service) or did not answer."""
-
-    exit_code = 1
 
 
 class Stack:
