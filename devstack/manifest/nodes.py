@@ -201,6 +201,15 @@ def read_string(ld: Loading, node: Node, key: str) -> str | None:
     return None if scalar is None else str(scalar.value)
 
 
+def read_url_path(ld: Loading, node: Node, key: str) -> str | None:
+    """A string starting with ``/``; one that does not is reported, and kept for the checks
+    that look across entries."""
+    path = read_string(ld, node, key)
+    if path is not None and not path.startswith("/"):
+        ld.error(key, ld.line(key), f"expected a path starting with '/', got string {path!r}")
+    return path
+
+
 def read_boolean(ld: Loading, node: Node, key: str) -> bool | None:
     scalar = read_scalar(ld, node, key, "bool", "true or false")
     return None if scalar is None else bool(_CONSTRUCTOR.construct_yaml_bool(scalar))

@@ -31,6 +31,7 @@ from devstack.manifest.nodes import (
     read_seconds,
     read_string,
     read_strings,
+    read_url_path,
     tag_of,
     yaml_bool,
 )
@@ -131,10 +132,7 @@ def _health(ld: Loading, node: Node, key: str) -> HealthSpec | None:
     entries = read_mapping(ld, node, key, HEALTH_KEYS)
     if entries is None:
         return None
-    path = read_optional(ld, entries, key, "path", read_string)
-    if path is not None and not path.startswith("/"):
-        ld.error(join_key(key, "path"), ld.line(join_key(key, "path")),
-                 f"expected a path starting with '/', got string {path!r}")
+    path = read_optional(ld, entries, key, "path", read_url_path)
     defaults = HealthSpec()
     return HealthSpec(
         path=path,
@@ -275,10 +273,7 @@ def _route(ld: Loading, key: str, node: Node) -> RouteSpec | None:
     entries = read_mapping(ld, node, key, ROUTE_KEYS)
     if entries is None:
         return None
-    path = read_optional(ld, entries, key, "path", read_string)
-    if path is not None and not path.startswith("/"):
-        ld.error(join_key(key, "path"), ld.line(join_key(key, "path")),
-                 f"expected a path starting with '/', got string {path!r}")
+    path = read_optional(ld, entries, key, "path", read_url_path)
     host = read_optional(ld, entries, key, "host", read_string)
     service = read_optional(ld, entries, key, "service", read_string)
     static = read_optional(ld, entries, key, "static", read_string)
