@@ -3,7 +3,8 @@
 Exit codes: 0 success; 1 services failed or crashed; 2 invalid manifest; 3 state folder locked by
 a live run; 4 a port that must not move is taken; 5 a service could not start; 6 TLS; 7 trust
 store; 8 no stack is running for the manifest (status, logs, restart, stop, start, down); 130
-interrupted before anything started. See devstack.errors for the tree.
+interrupted before anything started. ``devstack run`` exits with its command's status (a death by
+signal N as 128+N). See devstack.errors for the tree.
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ def _manifest_argument(parser: argparse.ArgumentParser, *, short: bool = True) -
     )
 
 
+def _timeout_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="give up when services are not ready after S seconds (default: 60; implies --wait)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="devstack",
@@ -46,6 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-watch", action="store_true", help="never reload on file changes (for CI)"
     )
     up.add_argument("-v", "--verbose", action="store_true", help="debug lines, one per request")
+    up.add_argument(
+        "-d", "--detach", action="store_true", help="run in the background; `devstack down` stops"
+    )
+    up.add_argument(
+        "--wait", action="store_true", help="return once every service is ready (implies -d)"
+    )
+    _timeout_argument(up)
+
+    run = commands.add_parser(
+        "run", help="run a command against the stack (started for it unless one runs), then stop"
+    )
+    _manifest_argument(run)
+    run.add_argument("--port", type=int, metavar="N", help="the proxy's port, if it starts one")
+    _timeout_argument(run)
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="the command")
 
     check = commands.add_parser("check", help="validate the manifest without starting anything")
     _manifest_argument(check)
@@ -101,6 +126,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     handler = {
         "up": commands.up,
+        "run": commands.run,
         "check": commands.check,
         "ports": commands.ports,
         "status": commands.status,

@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from devstack.errors import TrustError
-from devstack.launch import UpOptions, prepare
+from devstack.errors import DevstackError, ServiceStartError, StackNotRunning, TrustError
+from devstack.launch import UpOptions, prepare, proxy_enabled, trust_environment
 from devstack.manifest import loader as manifest
+from devstack.manifest.env import stack_variables
 from devstack.run.lock import live_record
 from devstack.run.output import Printer, logging_to
 
 if TYPE_CHECKING:
     from devstack.control.client import Stack
+    from devstack.control.detach import Detached
+    from devstack.manifest.spec import StackSpec
 
 FOLLOW_POLL_SECONDS = 0.1
+READY_TIMEOUT_SECONDS = 60.0
+"""How long ``up --wait`` and ``run`` wait for every service to be ready, unless ``--timeout``."""
+EXIT_NOT_FOUND = 127
 
 
 def _load(args: argparse.Namespace) -> manifest.LoadResult:
@@ -29,6 +40,8 @@ def _load(args: argparse.Namespace) -> manifest.LoadResult:
 
 
 def up(args: argparse.Namespace) -> int:
+    if args.detach or args.wait or args.timeout is not None:
+        return _up_detached(args)
     began = time.monotonic()
     spec = _load(args).spec
     options = UpOptions(
@@ -181,3 +194,137 @@ def trust(args: argparse.Namespace) -> int:
     for line in report.lines():
         print(line)
     return 0 if report.is_complete else TrustError.exit_code
+
+
+class _Gave(Exception):
+    """A detached start that did not get a ready stack; ``code`` is the exit code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _up_arguments(args: argparse.Namespace) -> list[str]:
+    """The arguments of ``up`` that the detached run gets."""
+    arguments = [] if args.port is None else ["--port", str(args.port)]
+    for flag in ("no_proxy", "no_watch", "verbose"):
+        if getattr(args, flag, False):
+            arguments.append("--" + flag.replace("_", "-"))
+    return arguments
+
+
+def _start(
+    stack: Stack, spec: StackSpec, arguments: list[str]
+) -> tuple[Detached, dict[str, Any]]:
+    """Start the stack in the background; its status once it answers. :class:`_Gave` with the
+    run's code when it exits first (the tail of its log printed)."""
+    from devstack.control import detach
+
+    run = detach.start(stack, arguments)
+    proxy = proxy_enabled(spec, UpOptions(proxy="--no-proxy" not in arguments))
+    document = detach.wait_answering(stack, run, proxy=proxy)
+    if document is None:
+        print(f"error: devstack exited ({run.popen.returncode}) before it was up:", file=sys.stderr)
+        for line in run.log_tail():
+            print(line, file=sys.stderr)
+        raise _Gave(run.popen.returncode or 1)
+    return run, document
+
+
+def _wait_ready(stack: Stack, timeout: float, run: Detached | None) -> dict[str, Any]:
+    """Every service ready: the status document. Otherwise the last lines of those that are not
+    are printed, what ``run`` started is stopped, and :class:`_Gave`."""
+    from devstack.control import detach
+
+    try:
+        document, waiting = detach.wait_ready(stack, timeout)
+    except StackNotRunning:
+        if run is None:
+            raise
+        code = run.popen.wait()
+        print(f"error: devstack exited ({code}) before its services were ready:", file=sys.stderr)
+        for line in run.log_tail():
+            print(line, file=sys.stderr)
+        raise _Gave(code or ServiceStartError.exit_code) from None
+    if not waiting:
+        return document
+    print(f"error: not ready after {timeout:g}s: {', '.join(waiting)}", file=sys.stderr)
+    detach.print_service_tails(stack, waiting)
+    if run is not None:
+        detach.stop_if_running(stack)
+    raise _Gave(ServiceStartError.exit_code)
+
+
+def _up_detached(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    try:
+        run, document = _start(stack, _load(args).spec, _up_arguments(args))
+        if args.wait or args.timeout is not None:
+            document = _wait_ready(stack, args.timeout or READY_TIMEOUT_SECONDS, run)
+    except _Gave as gave:
+        return gave.code
+    url = document["stack"]["proxy_url"] or "(no proxy)"
+    where = "" if args.file is None else f" -f {args.file}"
+    print(f"devstack is up (pid {run.popen.pid}): {url}")
+    print(f"logs: {run.log}; stop it with `devstack down{where}`")
+    return 0
+
+
+def command_environment(document: dict[str, Any]) -> dict[str, str]:
+    """The environment of a command run against the stack: the caller's, the CA trust variables
+    and where the stack listens, layered as for the services (devstack.manifest.env)."""
+    ports = {s["name"]: s["port"] for s in document["services"] if s["port"] is not None}
+    proxy_url = document["stack"]["proxy_url"]
+    env = dict(os.environ)
+    if proxy_url is not None:
+        env.update(trust_environment())
+    env.update(stack_variables(ports, proxy_url))
+    return env
+
+
+@contextlib.contextmanager
+def _forwarding(child: subprocess.Popen[bytes]) -> Iterator[None]:
+    """While ``child`` runs, SIGINT and SIGTERM sent to devstack go to it instead."""
+
+    def forward(signum: int, frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run(args: argparse.Namespace) -> int:
+    from devstack.control import detach
+
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        raise DevstackError("run: name a command: devstack run -- CMD ARGS...")
+    stack = _stack(args)
+    started: Detached | None = None
+    try:
+        if not stack.is_live():
+            arguments = ["--no-watch", *([] if args.port is None else ["--port", str(args.port)])]
+            started, _ = _start(stack, _load(args).spec, arguments)
+        document = _wait_ready(stack, args.timeout or READY_TIMEOUT_SECONDS, started)
+        try:
+            child = subprocess.Popen(argv, env=command_environment(document))
+        except OSError as exc:
+            print(f"error: cannot run {argv[0]}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        with _forwarding(child):
+            code = detach.exit_status(child.wait())
+        if code != 0:
+            names = detach.troubled(stack.ask("status"))
+            if names:
+                detach.print_service_tails(stack, names)
+        return code
+    except _Gave as gave:
+        return gave.code
+    finally:
+        if started is not None:
+            detach.stop_if_running(stack)

@@ -87,10 +87,19 @@ def service_environment(
     env.update(service.env)
     if "PORT" not in service.env and service.name in ports:
         env["PORT"] = str(ports[service.name])
+    env.update(stack_variables(ports, proxy_url))
+    return env
+
+
+def stack_variables(ports: Mapping[str, int], proxy_url: str | None) -> dict[str, str]:
+    """Where the stack listens (step 5 above): ``DEVSTACK_<NAME>_PORT``/``_URL`` for every
+    service, and ``DEVSTACK_URL`` unless ``proxy_url`` is None. Services get them, and so do
+    the commands ``devstack run`` starts."""
+    variables: dict[str, str] = {}
     for name, port in ports.items():
         prefix = service_variable_prefix(name)
-        env[f"{prefix}_PORT"] = str(port)
-        env[f"{prefix}_URL"] = f"http://{LOOPBACK_HOST}:{port}"
+        variables[f"{prefix}_PORT"] = str(port)
+        variables[f"{prefix}_URL"] = f"http://{LOOPBACK_HOST}:{port}"
     if proxy_url is not None:
-        env[PROXY_URL_VARIABLE] = proxy_url
-    return env
+        variables[PROXY_URL_VARIABLE] = proxy_url
+    return variables
