@@ -8,4 +8,5 @@ port): one newline-terminated JSON request per connection, one JSON answer back.
     server.py     the stack's side: answers requests by asking the supervisor (wired by app.py)
     client.py     the CLI's side: finds the live stack, cleans up after a crashed one, asks
     render.py     the human forms: the status table, log tails
+    detach.py     `up -d`: the stack started in the background, waits for it, `run`'s exit status
 """
