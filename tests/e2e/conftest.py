@@ -17,6 +17,15 @@ import pytest
 from tests.conditions import wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+WEB_AND_WORKER = """\
+services:
+  web:
+    command: python -m http.server $PORT --bind 127.0.0.1
+  worker:
+    command: python -c "import time; print('worker up', flush=True); time.sleep(600)"
+    health: false
+"""
+"""A small stack for the control and detached tests: a web service and one that never listens."""
 
 
 class DevstackProcess:

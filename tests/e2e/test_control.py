@@ -10,31 +10,23 @@ import signal
 import stat
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from devstack.errors import StackNotRunning
 from tests.conditions import pid_alive, wait_until
-from tests.e2e.conftest import DevstackProcess, DevstackRunner
+from tests.e2e.conftest import WEB_AND_WORKER, DevstackProcess, DevstackRunner
 
 pytestmark = pytest.mark.e2e
 
-EXIT_NOT_RUNNING = 8
-MANIFEST = """\
-services:
-  web:
-    command: python -m http.server $PORT --bind 127.0.0.1
-  worker:
-    command: python -c "import time; print('worker up', flush=True); time.sleep(600)"
-    health: false
-"""
+EXIT_NOT_RUNNING = StackNotRunning.exit_code
 
 
 def write_stack(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "devstack.yaml").write_text(textwrap.dedent(MANIFEST))
+    (folder / "devstack.yaml").write_text(WEB_AND_WORKER)
     return folder
 
 

@@ -15,21 +15,14 @@ from typing import Any
 
 import pytest
 
+from devstack.errors import ServiceStartError, StackNotRunning
 from tests.conditions import pid_alive
-from tests.e2e.conftest import DevstackRunner
+from tests.e2e.conftest import WEB_AND_WORKER, DevstackRunner
 
 pytestmark = pytest.mark.e2e
 
-EXIT_START_FAILED = 5
-EXIT_NOT_RUNNING = 8
-MANIFEST = """\
-services:
-  web:
-    command: python -m http.server $PORT --bind 127.0.0.1
-  worker:
-    command: python -c "import time; print('worker up', flush=True); time.sleep(600)"
-    health: false
-"""
+EXIT_START_FAILED = ServiceStartError.exit_code
+EXIT_NOT_RUNNING = StackNotRunning.exit_code
 NEVER_READY = """\
 services:
   web:
@@ -44,7 +37,7 @@ def stack(devstack: DevstackRunner, tmp_path: Path) -> Iterator[Path]:
     """A folder with a manifest; whatever stack runs for it at the end is stopped."""
     folder = tmp_path / "stack"
     folder.mkdir()
-    (folder / "devstack.yaml").write_text(textwrap.dedent(MANIFEST))
+    (folder / "devstack.yaml").write_text(WEB_AND_WORKER)
     try:
         yield folder
     finally:
