@@ -152,8 +152,7 @@ def prepare(spec: StackSpec, options: UpOptions, printer: Printer) -> Launch:
         raise
     ports = service_ports(spec, assignments)
     guardian = Guardian()
-    # The proxy's origin, as the proxy reports it (https://localhost:<the bound port>).
-    proxy_url = f"https://localhost:{listeners.port}" if listeners is not None else None
+    proxy_url = listeners.origin if listeners is not None else None
     launch = Launch(
         spec=spec,
         options=options,

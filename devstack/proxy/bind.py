@@ -35,6 +35,11 @@ class Listeners:
         port: int = self.https[0].getsockname()[1]
         return port
 
+    @property
+    def origin(self) -> str:
+        """The proxy's origin, as URLs and ``DEVSTACK_URL`` name it."""
+        return origin(self.port)
+
     def close(self) -> None:
         for sock in (*self.https, *self.http):
             with contextlib.suppress(OSError):
@@ -104,3 +109,8 @@ def port_taken_message(role: str, port: int) -> str:
     holder = find_holder(port)
     who = f"held by {holder}" if holder is not None else "in use by another program"
     return f"{role} port {port} is {who}; stop it or use --port N"
+
+
+def origin(port: int) -> str:
+    """``https://localhost:PORT``: the one origin every page of the stack is served from."""
+    return f"https://localhost:{port}"

@@ -43,7 +43,7 @@ from multidict import istr
 
 from devstack.manifest.spec import StackSpec
 from devstack.proxy import departure, pages, static, websocket
-from devstack.proxy.bind import Listeners, bind_proxy
+from devstack.proxy.bind import Listeners, bind_proxy, origin
 from devstack.proxy.body import PacedBody
 from devstack.proxy.failures import ForwardError, ServiceUnavailable, UpstreamRefused
 from devstack.proxy.fastlane import FastLane
@@ -158,7 +158,7 @@ class Proxy:
 
     @property
     def url(self) -> str:
-        return f"https://localhost:{self.port}"
+        return origin(self.port)
 
     async def __aenter__(self) -> Proxy:
         await self.start()
