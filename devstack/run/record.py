@@ -67,6 +67,25 @@ class ServiceRecord:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
+    def status(self) -> ServiceStatus:
+        """The published snapshot of this record, made once until the service changes."""
+        if self.snapshot is None:
+            state = self.state
+            lines = self.failed_lines if state is ServiceState.READY and self.failed_lines \
+                else self.last_lines  # fmt: skip
+            self.snapshot = ServiceStatus(
+                name=self.spec.name,
+                state=state,
+                port=self.port,
+                wanted_port=self.spec.port,
+                pid=self.pid if state.is_running or state.is_stopping else None,
+                exit_code=self.exit_code,
+                restarts=self.restarts,
+                reason=self.reason,
+                last_lines=tuple(line.decode("utf-8", "replace") for line in lines),
+            )
+        return self.snapshot
+
 
 def stop_order(spec: StackSpec) -> list[list[str]]:
     """Waves of services to stop together: dependents before what they depend on."""

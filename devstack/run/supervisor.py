@@ -115,25 +115,7 @@ class Supervisor:
     # --- the directory the proxy and the CLI read --------------------------------------------
 
     def status(self, name: str) -> ServiceStatus:
-        s = self._services[name]
-        if s.snapshot is None:
-            s.snapshot = self._snapshot(s)
-        return s.snapshot
-
-    def _snapshot(self, s: ServiceRecord) -> ServiceStatus:
-        name = s.spec.name
-        lines = s.failed_lines if s.state is ServiceState.READY and s.failed_lines else s.last_lines
-        return ServiceStatus(
-            name=name,
-            state=s.state,
-            port=s.port,
-            wanted_port=s.spec.port,
-            pid=s.pid if s.state.is_running or s.state.is_stopping else None,
-            exit_code=s.exit_code,
-            restarts=s.restarts,
-            reason=s.reason,
-            last_lines=tuple(line.decode("utf-8", "replace") for line in lines),
-        )
+        return self._services[name].status()
 
     def statuses(self) -> list[ServiceStatus]:
         return [self.status(name) for name in self._services]
