@@ -1,14 +1,34 @@
-"""The guardian: a tiny process that kills every service group if devstack dies, even by kill -9.
+"""The guardian: a tiny process that kills every service's processes if devstack dies, even by
+kill -9; and the one place that says which processes are a service's.
 
 devstack starts it once (``python -S guardian.py``, standard library only, so it starts in a few
-milliseconds) in its own session, with a pipe on its stdin. devstack writes one line per process
-group it starts (``+<pgid> <stop_timeout_seconds>``) and one per group it has stopped (``-<pgid>``).
-When the pipe reaches end-of-file, devstack is gone: whatever groups are still registered get
-SIGTERM, then SIGKILL after their stop timeout, and the guardian exits. On a normal shutdown the
-registry is already empty and the guardian simply exits.
+milliseconds) in its own session, with a pipe on its stdin. devstack writes one line per service
+process it starts (``+<pgid> <stop_timeout_seconds> <mark> <start time>``, see :class:`Family`)
+and one per process it has stopped (``-<pgid>``). When the pipe reaches end-of-file, devstack is
+gone: whatever families are still registered get SIGTERM, then SIGKILL after their stop timeout,
+and the guardian exits. On a normal shutdown the registry is already empty and the guardian
+simply exits.
 
-This file is also imported by ``devstack.run.process`` for :func:`group_members`, the one way
-devstack decides whether a process group is empty.
+**Which processes are a service's.** Its process group, led by the process devstack spawned,
+holds the service's children and grandchildren. A descendant may leave the group on purpose (a
+daemon: ``setsid``, a double fork), and then it is no longer a member, nor, once its parent
+exits, a descendant of anything devstack knows. So every service's environment carries a mark,
+``DEVSTACK_SERVICE_MARK`` (random, one per spawn), which every descendant inherits whatever group
+or session it moves to (as Jenkins finds a build's escaped processes by the ``BUILD_ID`` in
+their environment). A process that clears its environment *and* leaves its group cannot be found
+this way; nor can one that changes its user (its environment is not readable any more). Neither
+the subreaper (``PR_SET_CHILD_SUBREAPER``, which would make devstack the parent of every orphan
+and the reaper of their zombies) nor cgroups (not delegated to a user's terminal session) is
+used.
+
+**Never a stranger.** A process group number is free again once the group is empty, and the
+kernel may hand it to anyone. A group is signalled only while it is provably the service's: its
+leader alive with the start time it had when spawned, or one of its members carrying the mark.
+A process outside the group is signalled only through a pidfd opened on it, after its mark was
+read again (so a pid reused between looking and signalling is never hit).
+
+This file is also imported by ``devstack.run.process`` and ``devstack.run.spawn``:
+:func:`group_members` is the one way devstack decides whether a process group is empty.
 """
 
 from __future__ import annotations
@@ -19,8 +39,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 POLL_SECONDS = 0.02
+MARK_VARIABLE = "DEVSTACK_SERVICE_MARK"
+"""In every service's environment: which spawn of which service a process descends from."""
 
 
 def group_members(pgid: int) -> list[int]:
@@ -65,8 +88,186 @@ def signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
+def _stat_fields(pid: int | str) -> list[bytes] | None:
+    """``/proc/<pid>/stat`` after the command's name: state, ppid, pgrp, ... (None: gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def start_time(pid: int) -> int:
+    """When ``pid`` started, in clock ticks since boot (0: unknown or gone). A pid and its start
+    time name one process for good: a reused pid starts later."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields is not None and len(fields) > 19 else 0
+
+
+def new_mark() -> str:
+    return os.urandom(8).hex()
+
+
+def _carries(pid: int | str, needle: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return needle in f.read().split(b"\0")
+    except OSError:  # gone, or no longer ours to read
+        return False
+
+
+def command_of(pid: int) -> str:
+    """``pid``'s command line, for a message ("" when gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _pidfd_signal(pid: int, sig: int, needle: bytes) -> bool:
+    """Signal ``pid`` if it still carries ``needle``; False when it is not ours to signal."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except (AttributeError, OSError):  # no pidfds: look again, then signal (a small race)
+        if not _carries(pid, needle):
+            return True
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return True
+    try:
+        if not _carries(pid, needle):  # gone, or the pid is someone else's now
+            return True
+        signal.pidfd_send_signal(pidfd, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        return False
+    finally:
+        os.close(pidfd)
+    return True
+
+
+class Family:
+    """Every process of one spawn of a service: the process group led by the spawned process
+    (``pgid``), and every process carrying ``mark`` in its environment, in whatever group or
+    session it is. ``started`` is the leader's :func:`start_time`."""
+
+    __slots__ = ("mark", "pgid", "started", "unreachable")
+
+    def __init__(self, pgid: int, mark: str, started: int) -> None:
+        self.pgid = pgid
+        self.mark = mark
+        self.started = started
+        self.unreachable: set[int] = set()
+        """Processes of the family that could not be signalled (changed user, say)."""
+
+    @property
+    def _needle(self) -> bytes:
+        return f"{MARK_VARIABLE}={self.mark}".encode()
+
+    def escapees(self) -> list[int]:
+        """Live processes carrying the mark outside the group (started no earlier than the
+        leader: a descendant cannot be older; that spares reading most environments)."""
+        needle, found = self._needle, []
+        try:
+            entries = os.listdir("/proc")
+        except OSError:
+            return []
+        for entry in entries:
+            if not entry.isdigit():
+                continue
+            fields = _stat_fields(entry)
+            if (
+                fields is None
+                or len(fields) <= 19
+                or fields[0] in (b"Z", b"X")
+                or int(fields[2]) == self.pgid
+                or int(fields[19]) < self.started
+            ):
+                continue
+            if _carries(entry, needle):
+                found.append(int(entry))
+        return found
+
+    def owns_group(self, members: list[int]) -> bool:
+        """Whether the group ``pgid`` (with these live ``members``) is provably this family's."""
+        if self.started and start_time(self.pgid) == self.started:
+            return True
+        needle = self._needle
+        return any(_carries(pid, needle) for pid in members)
+
+    def members(self) -> list[int]:
+        """Live processes of the family: the group's (when it is provably the family's) and the
+        escapees."""
+        group = group_members(self.pgid)
+        if group and not self.owns_group(group):
+            group = []
+        return group + self.escapees()
+
+    def signal(self, sig: int, escapees: list[int] | None = None) -> list[int]:
+        """Send ``sig`` to the group (when provably the family's) and to every escapee (those
+        given, else found now); the escapees it signalled."""
+        group = group_members(self.pgid)
+        if group and self.owns_group(group):
+            signal_group(self.pgid, sig)
+        needle, signalled = self._needle, []
+        for pid in self.escapees() if escapees is None else escapees:
+            if _pidfd_signal(pid, sig, needle):
+                signalled.append(pid)
+            else:
+                self.unreachable.add(pid)
+        return signalled
+
+    def line(self, stop_timeout_seconds: float) -> str:
+        """The guardian's registration of this family."""
+        return f"+{self.pgid} {stop_timeout_seconds} {self.mark} {self.started}\n"
+
+    @classmethod
+    def parse(cls, line: str) -> tuple[Family, float]:
+        pgid, timeout, mark, started = line[1:].split()
+        return cls(int(pgid), mark, int(started)), float(timeout)
+
+
+def _live(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if (fields := _stat_fields(pid)) and fields[0] not in (b"Z", b"X")]
+
+
+def kill_families(families: dict[int, tuple[Family, float]]) -> None:
+    """SIGTERM every family, wait up to each one's timeout for it to be gone, SIGKILL the rest."""
+    for family, _ in families.values():
+        family.signal(signal.SIGTERM)
+    started = time.monotonic()
+    pending = dict(families)
+    while pending:
+        elapsed = time.monotonic() - started
+        for pgid, (family, timeout) in list(pending.items()):
+            if not family.members():
+                del pending[pgid]
+            elif elapsed >= timeout:
+                family.signal(signal.SIGKILL)
+                del pending[pgid]
+        if pending:
+            time.sleep(POLL_SECONDS)
+    for family, _ in families.values():
+        for pid in _live(sorted(family.unreachable)):
+            print(
+                f"devstack guardian: could not stop pid {pid} ({command_of(pid)}), left by a "
+                "service",
+                file=sys.stderr,
+            )
+
+
 def kill_groups(groups: dict[int, float]) -> None:
-    """SIGTERM every group, wait up to each one's timeout for it to empty, SIGKILL the rest."""
+    """SIGTERM every group, wait up to each one's timeout for it to empty, SIGKILL the rest (for
+    processes just spawned and never watched: their groups are theirs)."""
     for pgid in groups:
         signal_group(pgid, signal.SIGTERM)
     started = time.monotonic()
@@ -83,20 +284,25 @@ def kill_groups(groups: dict[int, float]) -> None:
             time.sleep(POLL_SECONDS)
 
 
+def _registrations(lines: Iterator[bytes]) -> dict[int, tuple[Family, float]]:
+    families: dict[int, tuple[Family, float]] = {}
+    for raw in lines:
+        line = raw.decode("ascii", "replace").strip()
+        with contextlib.suppress(ValueError):
+            if line.startswith("+"):
+                family, timeout = Family.parse(line)
+                families[family.pgid] = (family, timeout)
+            elif line.startswith("-"):
+                families.pop(int(line[1:]), None)
+    return families
+
+
 def main() -> None:
     # Ctrl-C and hang-ups are for devstack, which stops things in order; the guardian only acts
     # when devstack is gone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    groups: dict[int, float] = {}
-    for raw in sys.stdin.buffer:
-        line = raw.decode("ascii", "replace").strip()
-        if line.startswith("+"):
-            pgid, _, timeout = line[1:].partition(" ")
-            groups[int(pgid)] = float(timeout or 5)
-        elif line.startswith("-"):
-            groups.pop(int(line[1:]), None)
-    kill_groups(groups)
+    kill_families(_registrations(iter(sys.stdin.buffer)))
 
 
 if __name__ == "__main__":
@@ -104,7 +310,7 @@ if __name__ == "__main__":
 
 
 class Guardian:
-    """devstack's side of the guardian: start it, tell it about process groups, let it go."""
+    """devstack's side of the guardian: start it, tell it about families, let it go."""
 
     def __init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
@@ -120,8 +326,8 @@ class Guardian:
             close_fds=True,
         )
 
-    def register(self, pgid: int, stop_timeout_seconds: float) -> None:
-        self._send(f"+{pgid} {stop_timeout_seconds}\n")
+    def register(self, family: Family, stop_timeout_seconds: float) -> None:
+        self._send(family.line(stop_timeout_seconds))
 
     def forget(self, pgid: int) -> None:
         self._send(f"-{pgid}\n")

@@ -1,9 +1,11 @@
 """One OS process of a service, once spawned: exit watched, output pumped, stopped with escalation.
 
-The service's process group is the unit: signals go to the group (so ``npm -> node`` grandchildren
-go too), and a stop is finished only when no live process is left in it. The guardian (see
-:mod:`devstack.run.guardian`) is told about every group, so nothing survives even ``kill -9`` of
-devstack.
+The service's *family* is the unit (:class:`devstack.run.guardian.Family`): its process group,
+so signals go to the group (``npm -> node`` grandchildren go too), and every descendant that left
+the group on purpose (``setsid``, a double fork), found by the mark in its environment. A stop is
+finished only when no live process of the family is left; one that cannot be stopped is named by
+pid and command. The guardian is told about every family, so nothing survives even ``kill -9``
+of devstack.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import signal
 from collections.abc import Callable
 
-from devstack.run.guardian import Guardian, group_members, signal_group
+from devstack.run.guardian import Guardian, command_of, group_members
 from devstack.run.output import LineSplitter
 from devstack.run.spawn import Spawned
 
@@ -84,6 +86,7 @@ class ServiceProcess:
         loop = asyncio.get_running_loop()
         self.name = name
         self._popen = spawned.popen
+        self._family = spawned.family
         self._guardian = guardian
         self.stop_timeout_seconds = stop_timeout_seconds
         self.started_at = spawned.spawned_at
@@ -138,7 +141,8 @@ class ServiceProcess:
             await asyncio.wait_for(asyncio.shield(self._output.done), timeout)
 
     async def stop(self, timeout: float | None = None, *, force: bool = False) -> int | None:
-        """SIGTERM the group, wait up to ``timeout`` for it to empty, then SIGKILL; always reap.
+        """SIGTERM the family, wait up to ``timeout`` for it to be gone, then SIGKILL; always
+        reap. Survivors (out of devstack's reach) are named in a warning.
 
         Also used after the main process exited by itself, to take down what it left behind.
         """
@@ -146,32 +150,58 @@ class ServiceProcess:
             return self.returncode
         timeout = self.stop_timeout_seconds if timeout is None else timeout
         pgid = self._popen.pid
-        if not force:
-            signal_group(pgid, signal.SIGTERM)
-            if not await self._wait_group_empty(timeout):
-                logger.info(
-                    "%s: still running %.1fs after SIGTERM; sending SIGKILL", self.name, timeout
-                )
-                force = True
-        if force:
-            signal_group(pgid, signal.SIGKILL)
-            if not await self._wait_group_empty(KILL_GRACE_SECONDS):
-                logger.warning(
-                    "%s: process group %d did not go away after SIGKILL", self.name, pgid
-                )
+        if not force and not await self._signal_and_wait(signal.SIGTERM, timeout):
+            logger.info(
+                "%s: still running %.1fs after SIGTERM; sending SIGKILL", self.name, timeout
+            )
+            force = True
+        is_gone = not force or await self._signal_and_wait(signal.SIGKILL, KILL_GRACE_SECONDS)
+        if not is_gone or self._family.unreachable:
+            self._name_survivors()
         self._group_gone = True
         if self._guardian is not None:
             self._guardian.forget(pgid)
         await self.drained(timeout=1.0)
         return self.returncode
 
-    async def _wait_group_empty(self, timeout: float) -> bool:
+    async def _signal_and_wait(self, sig: int, timeout: float) -> bool:
+        """Signal the family, and wait up to ``timeout`` for it to be gone; whatever joined it
+        meanwhile (a fork during the stop) gets the signal too. False: not gone in time."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        family = self._family
+        escapees = family.signal(sig)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._exited), timeout)
-        while group_members(self._popen.pid):
-            if loop.time() >= deadline:
-                return False
-            await asyncio.sleep(GROUP_POLL_SECONDS)
-        return self._exited.done()
+        while True:
+            # Cheap checks while something is known to live; one full look before saying "gone".
+            if group_members(family.pgid) or any(map(_is_alive, escapees)):
+                if loop.time() >= deadline:
+                    return False
+                await asyncio.sleep(GROUP_POLL_SECONDS)
+                continue
+            late = [pid for pid in family.escapees() if pid not in family.unreachable]
+            if not late:
+                return self._exited.done()
+            escapees = family.signal(sig, late)
+
+    def _name_survivors(self) -> None:
+        survivors = self._family.members()
+        if not survivors:
+            return
+        logger.warning(
+            "%s: %d process(es) of this service could not be stopped and are left running: %s",
+            self.name,
+            len(survivors),
+            ", ".join(f"pid {pid} ({command_of(pid)})" for pid in survivors),
+        )
+
+
+def _is_alive(pid: int) -> bool:
+    """``pid`` is alive and not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")

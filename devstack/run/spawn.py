@@ -21,7 +21,7 @@ from pathlib import Path
 from devstack.errors import ServiceStartError
 from devstack.manifest.env import service_environment
 from devstack.manifest.spec import ServiceSpec
-from devstack.run.guardian import Guardian
+from devstack.run.guardian import MARK_VARIABLE, Family, Guardian, new_mark, start_time
 
 # Anything that needs a shell to mean what it says: pipes, redirections, variables, globs, ...
 _SHELL_SYNTAX = re.compile(r"[|&;<>()$`\\*?\[\]#~{}!\n]")
@@ -82,6 +82,8 @@ class Spawned:
     """The pipe's read end: the child's stdout and stderr, in order."""
     spawned_at: float
     """``time.monotonic()`` right after the spawn."""
+    family: Family
+    """Its process group and every process carrying its mark: what stopping it stops."""
 
 
 def spawn(
@@ -93,8 +95,10 @@ def spawn(
     guardian: Guardian | None = None,
     stop_timeout_seconds: float = 5.0,
 ) -> Spawned:
-    """Start ``command`` in a new session (so its group can be signalled as one) and register
-    the group with the guardian; ServiceStartError when it cannot be executed."""
+    """Start ``command`` in a new session (so its group can be signalled as one), its
+    environment marked (so descendants that leave the group are found: see
+    :mod:`devstack.run.guardian`), and register its family with the guardian;
+    ServiceStartError when it cannot be executed."""
     argv = command_argv(command, env)
     executable = resolve_executable(argv, cwd=cwd, env=env)
     if executable is None:
@@ -102,13 +106,14 @@ def spawn(
             f"{name}: command not found: {argv[0]} (command: {command}); "
             "check the spelling, the service's cwd and PATH"
         )
+    mark = new_mark()
     read_fd, write_fd = os.pipe()
     try:
         popen = subprocess.Popen(
             argv,
             executable=executable,
             cwd=cwd,
-            env=dict(env),
+            env={**env, MARK_VARIABLE: mark},
             stdin=subprocess.DEVNULL,
             stdout=write_fd,
             stderr=write_fd,
@@ -122,9 +127,11 @@ def spawn(
         ) from exc
     finally:
         os.close(write_fd)
+    spawned_at = time.monotonic()
+    family = Family(popen.pid, mark, start_time(popen.pid))
     if guardian is not None:
-        guardian.register(popen.pid, stop_timeout_seconds)
-    return Spawned(popen=popen, output_fd=read_fd, spawned_at=time.monotonic())
+        guardian.register(family, stop_timeout_seconds)
+    return Spawned(popen=popen, output_fd=read_fd, spawned_at=spawned_at, family=family)
 
 
 class Spawner:
