@@ -38,6 +38,7 @@ from bench.poll import wait_until
 from bench.ports import free_port
 
 DEVSTACK = "devstack"
+DEVSTACK_BLUE_GREEN = "devstack blue-green"
 BASELINE = "watchfiles+caddy"
 EDIT_SECONDS = 30.0
 """Deadline for a new version to answer after a save; past it the bench stops and says so."""
@@ -85,13 +86,18 @@ class Reload:
 
 @contextlib.contextmanager
 def devstack_stack(launcher: Launcher, folder: Path, home: Path, subject: Subject,
-                   service_dir: Path, *, watch: list[str] | None = None) -> Iterator[Stack]:
+                   service_dir: Path, *, watch: list[str] | None = None,
+                   blue_green: bool = False) -> Iterator[Stack]:
     """``devstack up`` on a manifest with the subject (in ``service_dir``) as its one service
     and one route ``/`` to it; ``watch`` as in the manifest (``None``: the default, everything
-    under the service's folder)."""
+    under the service's folder); ``blue_green``: ``reload: blue-green`` (named
+    :data:`DEVSTACK_BLUE_GREEN`)."""
     service: dict[str, Any] = {"command": subject.command, "cwd": str(service_dir)}
     if watch is not None:
         service["watch"] = watch
+    if blue_green:
+        service["reload"] = "blue-green"
+    name = DEVSTACK_BLUE_GREEN if blue_green else DEVSTACK
     if subject.health is not None:
         service["health"] = subject.health
     manifest = write_manifest(
@@ -102,10 +108,10 @@ def devstack_stack(launcher: Launcher, folder: Path, home: Path, subject: Subjec
     launched, port = start_devstack(launcher, manifest, home, proxy=True)
     try:
         launched.remember_descendants()
-        door = FrontDoor(DEVSTACK, f"https://localhost:{port}{subject.path}", devstack_ca(home),
+        door = FrontDoor(name, f"https://localhost:{port}{subject.path}", devstack_ca(home),
                          launched)
         with _polled(door) as poller:
-            yield _checked(Stack(DEVSTACK, door, service_dir, (launched,), poller))
+            yield _checked(Stack(name, door, service_dir, (launched,), poller))
     finally:
         stop_devstack(launcher, launched)
 

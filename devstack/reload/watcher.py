@@ -30,8 +30,10 @@ T = TypeVar("T")
 
 DEBOUNCE_MS = 1600
 """The longest a batch stays open while changes keep coming (watchfiles' default)."""
-STEP_MS = 50
-"""A batch closes after this long without a new change."""
+STEP_MS = 20
+"""A batch closes after this long without a new change. It is most of the time from a save to the
+reload (measured on Linux: a median of 32 ms at 20 ms, 62 ms at 50 ms), and long enough that the
+files of one ``git checkout`` or one "save all", written back to back, arrive as one batch."""
 
 
 async def watchfiles_source(
