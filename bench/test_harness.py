@@ -26,7 +26,7 @@ from bench.report import (
     value_at_most,
     value_below,
 )
-from bench.stack import BASELINE, DEVSTACK, Reload
+from bench.stack import BASELINE, DEVSTACK, DEVSTACK_BLUE_GREEN, Reload
 
 
 def test_ratio_targets_compare_with_the_anchor() -> None:
@@ -177,7 +177,7 @@ def test_answers_that_count_as_failed() -> None:
     assert Answer(502).is_failure and Answer(None, error="ConnectionResetError").is_failure
 
 
-def test_reload_table_targets_follow_the_own_start_time() -> None:
+def test_reload_table_targets_follow_the_own_start_and_stop_times() -> None:
     def reloads(*ms: float) -> list[Reload]:
         return [Reload(m / 1000, 0, m / 4000, m / 2000) for m in ms]
 
@@ -187,20 +187,27 @@ def test_reload_table_targets_follow_the_own_start_time() -> None:
     hello = reload.SubjectFigures(
         own_starts=[0.200, 0.220, 0.210],
         own_stops=[0.070, 0.060, 0.065],
-        reloads={DEVSTACK: reloads(250, 255, 300), BASELINE: reloads(500, 510, 700)},
-        under_load={DEVSTACK: [wrk(0, 0)], BASELINE: [wrk(30, 2)]},
+        reloads={DEVSTACK: reloads(300, 320, 400), DEVSTACK_BLUE_GREEN: reloads(250, 255, 300),
+                 BASELINE: reloads(500, 510, 700)},
+        under_load={DEVSTACK: [wrk(0, 0)], DEVSTACK_BLUE_GREEN: [wrk(0, 0)],
+                    BASELINE: [wrk(30, 2)]},
     )
     idle = reload.Idle(5.0, {DEVSTACK: 0.01, BASELINE: 0.02}, 0.3)
     table = reload.tabulate({"hello": hello}, idle, reload.QUICK)
     rows = {row.metric: row for row in table.rows}
-    median = rows["hello: edit to new response, median"]
-    assert (median.ours, median.theirs, median.ok) == (255, 510, True)  # <= 210 + 50 ms
-    assert median.target is not None and median.target.limit == pytest.approx(260)
-    assert rows["hello: edit to new response, p95"].ok is None
+    blue_green = rows["hello, blue-green: edit to new response, median"]
+    assert (blue_green.ours, blue_green.theirs, blue_green.ok) == (255, 510, True)
+    assert blue_green.target is not None
+    assert blue_green.target.limit == pytest.approx(260)  # own start 210 + 50 ms
+    restart = rows["hello, restart (the default): edit to new response, median"]
+    assert (restart.ours, restart.ok) == (320, True)
+    assert restart.target is not None
+    assert restart.target.limit == pytest.approx(325)  # own stop 65 + own start 210 + 50 ms
+    assert rows["hello, blue-green: edit to new response, p95"].ok is None
     spawned = next(row for metric, row in rows.items() if "new process" in metric)
     assert (spawned.ours, spawned.theirs, spawned.ok) == (127.5, 255, None)
-    failed = next(row for metric, row in rows.items() if "failed requests" in metric)
-    assert (failed.ours, failed.theirs, failed.ok) == (0, 32, True)
+    failed = [row for metric, row in rows.items() if "failed requests" in metric]
+    assert [(row.ours, row.theirs, row.ok) for row in failed] == [(0, 32, True)] * 2
     idle_row = next(row for metric, row in rows.items() if "idle CPU" in metric)
     assert idle_row.ours == pytest.approx(0.2) and idle_row.ok is True
     assert table.missed == []
