@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from devstack import __version__
@@ -104,7 +104,61 @@ def build_parser() -> argparse.ArgumentParser:
 
     trust = commands.add_parser("trust", help="install devstack's CA in the system and browsers")
     trust.add_argument("--uninstall", action="store_true", help="remove it again")
+    _export_parser(commands)
+    _import_parser(commands)
     return parser
+
+
+EXPORT_FORMATS = ("caddy", "k8s", "compose", "systemd", "supervisord")
+"""The keys of ``devstack.export.formats.FORMATS`` (not imported here: ``cli`` stays light)."""
+
+
+def _assignment(what: str) -> Callable[[str], tuple[str, str]]:
+    """An argparse type for ``NAME=VALUE`` options (``what`` names the value)."""
+
+    def parse(text: str) -> tuple[str, str]:
+        name, sep, value = text.partition("=")
+        if not sep or not name or not value:
+            raise argparse.ArgumentTypeError(f"expected NAME={what}, got {text!r}")
+        return name, value
+
+    return parse
+
+
+def _export_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    export = commands.add_parser(
+        "export", help="the manifest as a Caddyfile, Kubernetes objects, a Compose file or units"
+    )
+    export.add_argument("format", choices=EXPORT_FORMATS, metavar="FORMAT",
+                        help=f"one of: {', '.join(EXPORT_FORMATS)}")
+    _manifest_argument(export)
+    export.add_argument("-o", "--output", type=Path, metavar="FILE",
+                        help="write here (a folder for systemd's several units); default: stdout")
+    export.add_argument("--domain", metavar="NAME",
+                        help="the site's address (example.com); host routes go under it")
+    export.add_argument("--upstream", type=_assignment("HOST:PORT"), action="append", default=[],
+                        metavar="NAME=HOST:PORT", help="where Caddy reaches a service")
+    export.add_argument("--image", type=_assignment("IMAGE"), action="append", default=[],
+                        metavar="NAME=IMAGE", help="a service's image (over services.NAME.image)")
+    export.add_argument("--root", metavar="DIR",
+                        help="where the manifest's folder is on the target (default /srv/APP)")
+    export.add_argument("--app", metavar="NAME", help="the application's name (default: the "
+                        "manifest's folder's name)")
+    export.add_argument("--ingress", choices=("nginx", "traefik"), default="nginx",
+                        help="the Ingress controller that strips prefixes (k8s; default nginx)")
+    export.add_argument("--namespace", default="default", metavar="NS",
+                        help="the Kubernetes namespace (k8s; default: default)")
+
+
+def _import_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    imp = commands.add_parser("import", help="a devstack.yaml from a Caddyfile's routes")
+    imp.add_argument("format", choices=("caddy",), metavar="FORMAT", help="caddy")
+    imp.add_argument("source", type=Path, metavar="CADDYFILE")
+    imp.add_argument("-o", "--output", type=Path, default=Path("devstack.yaml"), metavar="FILE",
+                     help="the manifest to write (default devstack.yaml; never overwritten; "
+                     "'-': stdout)")
+    imp.add_argument("--root", metavar="DIR", help="the project's folder in the Caddyfile's "
+                     "paths: static folders under it become relative to the manifest")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,6 +191,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         "down": commands.down,
         "ca": commands.ca,
         "trust": commands.trust,
+        "export": commands.export,
+        "import": commands.import_,
     }[args.command]
     return handler(args)
 

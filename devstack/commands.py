@@ -328,3 +328,63 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if started is not None:
             detach.stop_if_running(stack)
+
+
+def export(args: argparse.Namespace) -> int:
+    from devstack.export.document import joined
+    from devstack.export.formats import render
+    from devstack.export.options import ExportOptions, IngressController
+
+    options = ExportOptions(
+        domain=args.domain,
+        upstreams=dict(args.upstream),
+        images=dict(args.image),
+        root=args.root,
+        app=args.app,
+        ingress=IngressController(args.ingress),
+        namespace=args.namespace,
+    )
+    documents = render(args.format, _load(args).spec, options)
+    if args.output is None:
+        sys.stdout.write(joined(documents))
+        return 0
+    folder = args.output if len(documents) > 1 else None
+    try:
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        for document in documents:
+            path = folder / document.name if folder is not None else args.output
+            path.write_text(document.text, encoding="utf-8")
+    except OSError as exc:
+        raise DevstackError(f"cannot write the export to {args.output}: "
+                            f"{exc.strerror or exc}") from exc
+    names = ", ".join(document.name for document in documents)
+    print(f"{args.output}: {names}" if folder is not None else f"wrote {args.output}",
+          file=sys.stderr)
+    return 0
+
+
+def import_(args: argparse.Namespace) -> int:
+    from devstack.export.caddy_import import import_caddyfile
+
+    try:
+        text = args.source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise DevstackError(f"{args.source}: cannot read the Caddyfile: {reason or exc}") from exc
+    result = import_caddyfile(text, args.source, root=args.root)
+    for line in result.unmapped:
+        print(f"warning: {line}", file=sys.stderr)
+    if str(args.output) == "-":
+        sys.stdout.write(result.manifest)
+        return 0
+    try:
+        with args.output.open("x", encoding="utf-8") as file:
+            file.write(result.manifest)
+    except FileExistsError:
+        raise DevstackError(f"{args.output} exists; devstack import never overwrites a "
+                            "manifest: pass -o NEW_FILE, or -o - for stdout") from None
+    except OSError as exc:
+        raise DevstackError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
+    print(f"wrote {args.output}: {result.summary}", file=sys.stderr)
+    return 0

@@ -53,7 +53,7 @@ PROXY_KEYS = ("port", "enabled", "bind", "http_port", "hosts", "wait_seconds",
               "upstream_timeout_seconds")
 SERVICE_KEYS = ("command", "cwd", "port", "env", "env_file", "depends_on", "restart",
                 "stop_timeout_seconds", "health", "watch", "watch_ignore", "reload",
-                "live_reload")
+                "live_reload", "image")
 HEALTH_KEYS = ("path", "interval_seconds", "timeout_seconds")
 ROUTE_KEYS = ("path", "host", "service", "static", "strip_prefix", "live_reload")
 
@@ -219,6 +219,7 @@ def _service(ld: Loading, name: str, knode: Node, node: Node) -> ServiceSpec | N
         watch_ignore=read_key(ld, entries, key, "watch_ignore", _globs, _NO_STRINGS),
         reload=read_key(ld, entries, key, "reload", _reload, ReloadMode.RESTART),
         live_reload=read_key(ld, entries, key, "live_reload", read_boolean, True),
+        image=read_optional(ld, entries, key, "image", read_string),
         line=line,
     )
 

@@ -76,6 +76,9 @@ class ServiceSpec:
     reload: ReloadMode = ReloadMode.RESTART
     live_reload: bool = True
     """Pages this service answers get the browser-reload script."""
+    image: str | None = None
+    """The container image that runs it elsewhere (``devstack export k8s`` and ``compose``);
+    devstack itself never reads it."""
     line: int | None = None
     """Line of the service's entry in the manifest, for messages that point back at it."""
 
