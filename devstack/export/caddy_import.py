@@ -343,7 +343,7 @@ def _manifest_text(reader: _Reader) -> str:
     if reader.routes:
         lines.append("routes:")
     for route in reader.routes:
-        entries = []
+        entries: list[tuple[str, str | bool | None]] = []
         if route.host is not None:
             entries.append(("host", route.host))
         if route.host is None or route.path != "/":
