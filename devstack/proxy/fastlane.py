@@ -1,20 +1,27 @@
-"""The fast lane of the HTTPS front door: plain requests relayed in protocol callbacks, with no
+"""The fast lane of the HTTPS front door: plain requests answered in protocol callbacks, with no
 task, future or aiohttp object per request.
 
 Every TLS connection starts on :class:`FastPath`. It takes a request when the request is plain:
 HTTP/1.1 without a body, its whole head in hand, for an allowed host, routed to a service that
-is ready. The head goes to a pooled connection of
-:class:`devstack.proxy.upstream.pool.PooledUpstream` in one write, rewritten as
-the rules of :mod:`devstack.proxy.headers` (as the full proxy); the answer comes back through
-:class:`devstack.proxy.relay.Relay`: up to ``SMALL_BODY_BYTES`` (by Content-Length) head and
-body in one write, anything else streamed as it arrives, with back-pressure.
+is ready or to a static folder.
+
+- To a service: the head goes to a pooled connection of
+  :class:`devstack.proxy.upstream.pool.PooledUpstream` in one write, rewritten as the rules of
+  :mod:`devstack.proxy.headers` (as the full proxy); the answer comes back through
+  :class:`devstack.proxy.relay.Relay`: up to ``SMALL_BODY_BYTES`` (by Content-Length) head and
+  body in one write, anything else streamed as it arrives, with back-pressure.
+- To a folder: a GET or HEAD for a file that is there is answered from
+  :mod:`devstack.proxy.static` (its cache checked against the disk, the same rules as the full
+  proxy): a small file's head and body in one write, a large one streamed with back-pressure
+  (:class:`devstack.proxy.static.lane.FileStream`). ``Connection: close`` is honoured here.
 
 Everything else is *handed over*: the connection, with the bytes not answered yet, goes to
 aiohttp's server (the full proxy of :mod:`devstack.proxy.server`) and stays there. That covers
-bodies, WebSockets, static files, forbidden hosts, unknown paths, services that are not ready,
-heads that arrive in pieces (and their deadline), HTTP/1.0, ``Connection: close``, a refused
-connection and a pooled connection the service had closed. The client has received nothing of
-that request then, so the full proxy answers as if it had come to it first.
+bodies, WebSockets, forbidden hosts, unknown paths, services that are not ready, files that are
+not there (404), other methods on files (405), heads that arrive in pieces (and their
+deadline), HTTP/1.0, ``Connection: close`` to a service, a refused connection and a pooled
+connection the service had closed. The client has received nothing of that request then, so
+the full proxy answers as if it had come to it first.
 
 Failures after the request went out are answered here: no answer in time is a 504 page, a
 broken answer a 502 (:func:`devstack.proxy.pages.failure_answer`); an answer cut short after
@@ -34,7 +41,12 @@ import httptools
 from devstack.proxy.failures import UpstreamRefused
 from devstack.proxy.headers import named_in_connection, request_headers_bytes
 from devstack.proxy.relay import Relay
-from devstack.proxy.routing import RouteTable
+from devstack.proxy.routing import Match, RouteTable
+from devstack.proxy.static import lane as static_lane
+from devstack.proxy.static.answer import answer_file
+from devstack.proxy.static.cache import FILES, FileCache
+from devstack.proxy.static.lane import FileStream
+from devstack.proxy.static.locate import Found
 from devstack.proxy.target import MAX_FIELD_BYTES, MAX_FIELDS, MAX_REQUEST_LINE_BYTES, BadRequest
 from devstack.proxy.upstream.connection import Connection
 from devstack.proxy.upstream.pool import PooledUpstream
@@ -70,6 +82,7 @@ class FastLane:
         self.full_proxy = full_proxy
         self.idle_seconds = idle_seconds
         self.upstream_timeout = pool.upstream_timeout
+        self.files: FileCache = FILES
         self.connections: set[FastPath] = set()
         self.handovers = 0
         """Connections handed over to the full proxy so far (for tests and diagnostics)."""
@@ -114,7 +127,8 @@ class FastPath(asyncio.Protocol):
         """Bytes received and not parsed yet: the start of the next request."""
         self._head = b""
         """The head of the request being answered, for a hand-over."""
-        self._relay: Relay | None = None
+        self._relay: Relay | FileStream | None = None
+        """The answer being written: a service's, or a file's body streamed."""
         self._is_waiting = False
         """Pending bytes are scheduled to be taken (after a pipelined answer)."""
         self._is_reading_paused = False
@@ -211,12 +225,21 @@ class FastPath(asyncio.Protocol):
         except (httptools.HttpParserUpgrade, httptools.HttpParserError):  # for the full proxy
             self._hand_over(data)
             return
-        outgoing = self._outgoing() if self._is_whole else None
-        if outgoing is None:
+        plain = self._plain_route() if self._is_whole else None
+        if plain is None:
             self._hand_over(data)
             return
-        service, port, request_head, is_live = outgoing
+        match, routed_path, host, wants_close = plain
         self._head, self._pending = head, data[end + 4 :]
+        if match.target.static is not None:
+            if not self._send_file(match, wants_close):
+                self.hand_over_request()
+            return
+        outgoing = None if wants_close else self._outgoing(match, routed_path, host)
+        if outgoing is None:
+            self.hand_over_request()
+            return
+        service, port, request_head, is_live = outgoing
         is_head = self._parser.get_method() == b"HEAD"
         relay = self._relay = Relay(self, service, is_head, is_live=is_live)
         now = self._loop.time()
@@ -228,36 +251,71 @@ class FastPath(asyncio.Protocol):
         else:
             relay.send(connection, request_head)
 
-    def _outgoing(self) -> tuple[str, int, bytes, bool] | None:
-        """``(service, port, head to send, the route's live_reload)`` when the parsed request is
-        plain, else ``None``. The target and Host are checked and resolved as the full proxy does
-        (:meth:`RouteTable.route`); whatever that refuses is the full proxy's to answer."""
+    def _plain_route(self) -> tuple[Match, str, bytes, bool] | None:
+        """``(match, the path to send on, Host, the client asked to close)`` when the parsed
+        request is plain and routed to a service or a folder, else ``None``. The target and Host
+        are checked and resolved as the full proxy does (:meth:`RouteTable.route`); whatever
+        that refuses is the full proxy's to answer."""
         parser = self._parser
-        if parser.get_http_version() != "1.1" or not parser.should_keep_alive():
+        if parser.get_http_version() != "1.1" or len(self._headers) > MAX_FIELDS:
             return None
-        if len(self._headers) > MAX_FIELDS:
-            return None
-        host, accept = _plain_head(self._headers)
+        host, accept, wants_close = _plain_head(self._headers)
         if host is None:
             return None
-        method = parser.get_method()
         try:
-            routed = self.lane.table.route(method.decode(), self._url.decode(), host.decode())
+            routed = self.lane.table.route(
+                parser.get_method().decode(), self._url.decode(), host.decode()
+            )
         except BadRequest:
             return None
         match = routed.match
-        if match is None or match.target.service is None or routed.target.host is not None:
+        if match is None or match.target.is_reserved or routed.target.host is not None:
             return None
+        self.accept = accept
+        return match, routed.upstream_path, host, wants_close
+
+    def _send_file(self, match: Match, wants_close: bool) -> bool:
+        """Answer a GET or HEAD for a file that is there (:mod:`devstack.proxy.static`);
+        ``False`` for anything else (other methods, missing files, folders without their slash):
+        the full proxy answers those, with the same rules."""
+        method = self._parser.get_method()
+        if method != b"GET" and method != b"HEAD":
+            return False
+        target = match.target
+        assert target.static is not None
+        is_head = method == b"HEAD"
+        request = static_lane.file_request(self._headers, is_head=is_head)
+        answer = answer_file(self.lane.files, target.static, match.path, request,
+                             live_reload=target.live_reload)  # fmt: skip
+        if isinstance(answer, Found):
+            return False
+        fd = None
+        if answer.source is not None:
+            fd = answer.source.open()
+            if fd is None:  # changed since it was looked at: the full proxy looks again
+                return False
+        stream = static_lane.send(self, answer, fd, close=wants_close)
+        if stream is not None:
+            self._relay = stream
+        elif not wants_close:
+            self.answered()
+        return True
+
+    def _outgoing(
+        self, match: Match, path: str, host: bytes
+    ) -> tuple[str, int, bytes, bool] | None:
+        """``(service, port, head to send, the route's live_reload)`` when the service is ready,
+        else ``None``."""
+        assert match.target.service is not None
         status = self.lane.directory.status(match.target.service)
         if not status.is_ready:
             return None
         prefix = match.stripped_prefix
         forwarded = request_headers_bytes(self._headers, client=self._peer, host=host,
                                           prefix=prefix.encode() if prefix else None)  # fmt: skip
-        lines = [b"%s %s HTTP/1.1" % (method, routed.upstream_path.encode())]
+        lines = [b"%s %s HTTP/1.1" % (self._parser.get_method(), path.encode())]
         lines += [name + b": " + value for name, value in forwarded]
         lines.append(b"\r\n")
-        self.accept = accept
         return status.name, status.port, b"\r\n".join(lines), match.target.live_reload
 
     async def _connect(self, relay: Relay, port: int, request_head: bytes) -> None:
@@ -348,25 +406,27 @@ class FastPath(asyncio.Protocol):
             self.arm(idle_until)
 
 
-def _plain_head(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, str]:
-    """The Host header and Accept; Host is ``None`` when missing or repeated, or when the
-    request is not plain (it upgrades, expects ``100 Continue``, has a chunked body or asks for
-    the connection to close). The headers a service receives are
+def _plain_head(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, str, bool]:
+    """The Host header, Accept, and whether the client asks for the connection to close; Host
+    is ``None`` when missing or repeated, or when the request is not plain (it upgrades, expects
+    ``100 Continue`` or has a chunked body). The headers a service receives are
     :func:`devstack.proxy.headers.request_headers_bytes`."""
     host: bytes | None = None
     accept = b""
+    wants_close = False
     for name, value in headers:
         lower = name.lower()
         if lower == b"host":
             if host is not None:
-                return None, ""
+                return None, "", False
             host = value
         elif lower == b"accept":
             accept = value
         elif lower in _HANDED_OVER_HEADERS:
-            return None, ""
+            return None, "", False
         elif lower == b"connection":
             named = named_in_connection((value,))
-            if b"close" in named or named & _HANDED_OVER_HEADERS:
-                return None, ""
-    return host, accept.decode()
+            if named & _HANDED_OVER_HEADERS:
+                return None, "", False
+            wants_close = wants_close or b"close" in named
+    return host, accept.decode(), wants_close

@@ -1,10 +1,11 @@
-"""Static routes through the proxy: files, caching headers, ranges, and nothing outside."""
+"""Static routes through the proxy: files, caching headers, ranges, and nothing outside, the same
+on both lanes (the fast lane answers GET and HEAD for files it finds; the full proxy the rest)."""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,19 @@ from devstack.manifest.spec import RouteSpec
 from devstack.proxy.live.script import SCRIPT_HTML
 from devstack.tls.ca import ca_cert_path
 from tests.component.test_proxy_harness import (
+    LANES,
     StandInDirectory,
     make_spec,
     running_proxy,
+    use_lane,
     verified_client,
 )
+
+
+@pytest.fixture(autouse=True, params=LANES)
+def lane(request: pytest.FixtureRequest) -> Iterator[str]:
+    with use_lane(request.param):
+        yield request.param
 
 
 @pytest.fixture
