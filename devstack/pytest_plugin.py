@@ -43,6 +43,7 @@ REPORT_LINES = 40
 """At most this many lines per service in a failed test's report (the last ones)."""
 FAILURE_TAIL_LINES = 20
 POLL_SECONDS = 0.02
+REAP_SECONDS = 10.0
 SECTION = "devstack: service logs"
 
 
@@ -215,6 +216,7 @@ class _Session:
             from devstack.control.detach import stop_if_running
 
             stop_if_running(self.devstack._stack)
+            self.started.popen.wait(REAP_SECONDS)  # gone already: `down` waited for it
 
 
 _SESSION = pytest.StashKey["_Session"]()
@@ -226,10 +228,13 @@ def devstack(request: pytest.FixtureRequest) -> Iterator[Devstack]:
     """The stack under test, running and ready; stopped at the end of the session (unless it
     was already running)."""
     config = request.config
+    failure: str | None = None
     try:
         session = _open(config)
     except DevstackFixtureError as exc:
-        pytest.fail(f"devstack: {exc}", pytrace=False)
+        failure = f"devstack: {exc}"
+    if failure is not None:  # outside the handler: the report shows the message alone
+        pytest.fail(failure, pytrace=False)
     config.stash[_SESSION] = session
     try:
         yield session.devstack
@@ -359,11 +364,13 @@ def _start(config: pytest.Config, manifest: Path) -> _Session:
     except BaseException:
         if started is not None:
             detach.stop_if_running(stack)
+            started.popen.wait(REAP_SECONDS)
         raise
     proxy_url = document["stack"]["proxy_url"]
     if proxy_url is None:
         if started is not None:
             detach.stop_if_running(stack)
+            started.popen.wait(REAP_SECONDS)
         raise DevstackFixtureError(
             f"the stack for {stack.manifest} runs without its proxy: the fixture needs it"
         )
