@@ -19,7 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 
 from devstack.proxy import pages
@@ -29,6 +29,7 @@ from devstack.proxy.target import (
     MAX_FIELDS,
     MAX_REQUEST_LINE_BYTES,
     BadRequest,
+    check_message_framing,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,14 +87,34 @@ class _FrontDoorHandler(web.RequestHandler):
         return super().handle_error(request, status, exc, message)
 
 
-class FrontDoorServer(web.Server):
-    """aiohttp's low-level server with the head limits of target.py, and parser errors
-    answered by :func:`refusal_page`."""
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
-    def __init__(
-        self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], **kwargs: Any
-    ) -> None:
-        super().__init__(handler, **_PARSER_LIMITS, **kwargs)
+
+def _framing_checked(handler: Handler) -> Handler:
+    """``handler``, behind the framing rules of target.py: whatever aiohttp's parser (C or
+    pure Python) let through is checked again before anything is routed or read."""
+
+    async def checked(request: web.BaseRequest) -> web.StreamResponse:
+        headers = request.headers
+        try:
+            check_message_framing(
+                request.version,
+                headers.getall(hdrs.TRANSFER_ENCODING, ()),
+                headers.getall(hdrs.CONTENT_LENGTH, ()),
+            )
+        except BadRequest as refused:
+            return refusal_page(request, refused)
+        return await handler(request)
+
+    return checked
+
+
+class FrontDoorServer(web.Server):
+    """aiohttp's low-level server with the head limits and framing rules of target.py, and
+    parser errors answered by :func:`refusal_page`."""
+
+    def __init__(self, handler: Handler, **kwargs: Any) -> None:
+        super().__init__(_framing_checked(handler), **_PARSER_LIMITS, **kwargs)
 
     def __call__(self) -> web.RequestHandler:
         return _FrontDoorHandler(self, loop=self._loop, **self._kwargs)

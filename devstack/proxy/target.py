@@ -21,8 +21,14 @@ The rules (RFC 9112 section 3.2, RFC 9110 section 7.2, RFC 3986):
   :data:`MAX_REQUEST_LINE_BYTES` is refused with 414; a header field whose name and value
   together exceed :data:`MAX_FIELD_BYTES`, or more than :data:`MAX_FIELDS` header fields, with
   431. A request body must keep coming: see :class:`BodyPace`.
-- **Framing**: an HTTP/1.0 request with ``Transfer-Encoding`` is refused (400) and the
-  connection closed (RFC 9112 section 6.1): its end cannot be trusted.
+- **Framing** (:func:`check_message_framing`; RFC 9112 sections 2.3 and 6, and nginx's rules):
+  an HTTP/1.0 request with ``Transfer-Encoding`` is refused (400) and the connection closed
+  (its end cannot be trusted); so is one with both ``Transfer-Encoding`` and
+  ``Content-Length``, with more than one ``Content-Length``, or one that is not 1 to
+  :data:`MAX_CONTENT_LENGTH_DIGITS` digits. A transfer coding other than ``chunked`` alone is
+  refused with 501 (the proxy would have to decode it, or pass on a body its service cannot
+  frame), a major version other than 1 with 505. aiohttp's C parser refuses most of these
+  itself; its pure-Python parser (``AIOHTTP_NO_EXTENSIONS``) lets some through.
 - **Host** must be ``host[:port]``: a DNS name (letters, digits, ``-``, ``.``, ``_``), an IPv4
   address or a bracketed IPv6 literal, and an optional port of at most five digits. Anything
   else (``localhost@evil.example``, ``evil.example/.localhost``, spaces, ``#``) is refused
@@ -34,6 +40,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 ALLOWED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
@@ -45,6 +52,9 @@ MAX_FIELD_BYTES = 8190
 """The longest header field, name and value together (what aiohttp measures): 431 beyond."""
 MAX_FIELDS = 100
 """The most header fields a request may carry: 431 beyond."""
+MAX_CONTENT_LENGTH_DIGITS = 18
+"""The longest Content-Length, in digits: anything shorter fits a signed 64-bit integer, what
+services commonly parse it into."""
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
@@ -56,6 +66,7 @@ _QUERY_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?%\[\]{}|\\^`\"<>]*")
 """Lenient: browsers send ``|``, ``^``, quotes and brackets unescaped in queries."""
 _HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-_.]*[A-Za-z0-9_.])?")
 _PORT = re.compile(r"[0-9]{1,5}")
+_CONTENT_LENGTH = re.compile(f"[0-9]{{1,{MAX_CONTENT_LENGTH_DIGITS}}}")
 
 
 class BadRequest(Exception):
@@ -190,6 +201,30 @@ def check_framing(version: tuple[int, int], *, has_transfer_encoding: bool) -> N
     """Refuse (400) an HTTP/1.0 request with ``Transfer-Encoding`` (RFC 9112 section 6.1)."""
     if has_transfer_encoding and version < (1, 1):
         raise BadRequest(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request")
+
+
+def check_message_framing(
+    version: tuple[int, int], transfer_encodings: Sequence[str], content_lengths: Sequence[str]
+) -> None:
+    """Refuse a request whose body framing is ambiguous or unsupported (see the module's
+    rules), given its version and its ``Transfer-Encoding`` and ``Content-Length`` values."""
+    if version[0] != 1:
+        raise BadRequest(505, f"HTTP/{version[0]}.{version[1]} is not supported here: use HTTP/1.1")
+    check_framing(version, has_transfer_encoding=bool(transfer_encodings))
+    if transfer_encodings:
+        if content_lengths:
+            raise BadRequest(
+                400, "a request must not carry both Transfer-Encoding and Content-Length"
+            )
+        codings = [c.strip(" \t").lower() for value in transfer_encodings for c in value.split(",")]
+        if codings != ["chunked"]:
+            raise BadRequest(
+                501, f"unsupported Transfer-Encoding {', '.join(codings)[:100]!r}: only chunked is"
+            )
+    if len(content_lengths) > 1:
+        raise BadRequest(400, "a request must carry at most one Content-Length")
+    if content_lengths and not _CONTENT_LENGTH.fullmatch(content_lengths[0]):
+        raise BadRequest(400, f"invalid Content-Length {content_lengths[0][:40]!r}")
 
 
 @dataclass(frozen=True, slots=True)
