@@ -142,3 +142,42 @@ def test_run_leaves_a_running_stack_running(devstack: DevstackRunner, stack: Pat
     after = status(devstack, stack)
     assert after["stack"]["pid"] == before["stack"]["pid"]
     assert pid_alive(after["stack"]["pid"])
+
+
+CRASH_WEB_THEN_FAIL = """\
+import json, os, signal, subprocess, sys, time
+
+def web():
+    status = subprocess.run([sys.executable, "-m", "devstack", "status", "--json"],
+                            capture_output=True, text=True, check=True)
+    return next(s for s in json.loads(status.stdout)["services"] if s["name"] == "web")
+
+os.kill(web()["pid"], signal.SIGKILL)
+deadline = time.monotonic() + 30
+while web()["restarts"] < 1 and time.monotonic() < deadline:
+    time.sleep(0.05)
+sys.exit(3)
+"""
+
+
+def test_run_prints_the_last_lines_of_crashed_services_when_the_command_fails(
+    devstack: DevstackRunner, stack: Path
+) -> None:
+    result = devstack.run("run", "--port", "0", "--", "python", "-c", CRASH_WEB_THEN_FAIL,
+                          cwd=stack)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "--- last lines of web ---" in result.stderr
+    assert "--- last lines of worker ---" not in result.stderr  # it neither crashed nor restarted
+    assert devstack.run("status", cwd=stack).returncode == EXIT_NOT_RUNNING
+
+
+def test_ctrl_c_during_run_reaches_the_command_and_stops_the_stack(
+    devstack: DevstackRunner, stack: Path
+) -> None:
+    run = devstack.start(
+        "run", "--port", "0", "--", "python", "-c",
+        "import time; print('command started', flush=True); time.sleep(600)", cwd=stack,
+    )
+    run.wait_for("command started")
+    assert run.interrupt() == 128 + signal.SIGINT, run.output
+    assert devstack.run("status", cwd=stack).returncode == EXIT_NOT_RUNNING
