@@ -18,6 +18,17 @@ import httptools
 
 from devstack.proxy.failures import ConnectionLost
 
+MAX_ANSWER_HEAD_BYTES = 64 * 1024
+"""The most bytes of an answer's head (status line and header fields) read before it is
+complete: a service sending more is answered 502 (nginx's ``proxy_buffer_size`` is 4 or 8 KiB,
+Node's largest head 16 KiB; this leaves room for big cookies). Without a bound, a service
+writing one endless header line would grow the proxy's memory without end."""
+
+
+class AnswerHeadTooLarge(Exception):
+    def __init__(self) -> None:
+        super().__init__(f"the answer's head is larger than {MAX_ANSWER_HEAD_BYTES} bytes")
+
 
 class _HeadDone(Exception):
     """Raised from the parser callback: a HEAD answer has no body, whatever it announces."""
@@ -67,6 +78,8 @@ class Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._writable: asyncio.Future[None] | None = None
         self._reading_paused = False
+        self._head_bytes = 0
+        """Bytes received while the answer's head is incomplete."""
 
     # asyncio.Protocol
 
@@ -86,6 +99,12 @@ class Connection(asyncio.Protocol):
             self._broken(exc)
         except httptools.HttpParserError as exc:
             self._broken(exc)
+            return
+        exchange = self.exchange
+        if exchange is not None and not exchange.has_headers:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_ANSWER_HEAD_BYTES:
+                self._broken(AnswerHeadTooLarge())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.is_lost = True
@@ -154,6 +173,7 @@ class Connection(asyncio.Protocol):
     def taken(self, exchange: Exchange) -> None:
         """Called as ``exchange`` starts on this connection."""
         self.exchange = exchange
+        self._head_bytes = 0
         self.resume_reading()
 
     def pause_reading(self) -> None:
@@ -187,7 +207,7 @@ class Connection(asyncio.Protocol):
             return
         exchange.fail(ConnectionLost(exc))
 
-    def _broken(self, error: httptools.HttpParserError) -> None:
+    def _broken(self, error: Exception) -> None:
         if self.exchange is not None:
             self.exchange.fail(ConnectionLost(error))
         self.close()
