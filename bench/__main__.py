@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from bench import profile, proxy, reload, supervise
+from bench import ci, profile, proxy, reload, static, supervise
 from bench.errors import BenchError
 from bench.launcher import Launcher
 from bench.report import Table
@@ -38,32 +38,38 @@ TOOLS = {
         ("wrk", "apt-get install wrk"),
         ("curl", "apt-get install curl"),
     ),
+    "static": (
+        ("caddy", "apt-get install caddy"),
+        ("wrk", "apt-get install wrk"),
+        ("curl", "apt-get install curl"),
+    ),
     "reload": (
         ("watchfiles", "pip install watchfiles"),
         ("caddy", "apt-get install caddy"),
         ("wrk", "apt-get install wrk"),
         ("curl", "apt-get install curl"),
     ),
+    "ci": (("node", "apt-get install nodejs"),),
 }
 PYTHON_MODULES = ("honcho", "watchfiles")
 """Tools run as ``python -m NAME`` on the bench's interpreter, looked for as modules."""
-SECTIONS = ("supervisor", "proxy", "reload")
+SECTIONS = ("supervisor", "proxy", "reload", "static", "ci")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark devstack against honcho (supervisor), Caddy (proxy) and "
-        "watchfiles' CLI behind Caddy (reload), with ratios against anchors measured in the "
-        "same run.",
+        description="Benchmark devstack against honcho (supervisor), Caddy (proxy), "
+        "watchfiles' CLI behind Caddy (reload) and Caddy's file_server (static), with ratios "
+        "against anchors measured in the same run.",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="fewer and shorter rounds (about two minutes for all three sections)",
+        help="fewer and shorter rounds (about three minutes for all four sections)",
     )
     parser.add_argument(
-        "--only", choices=SECTIONS, help="run one section instead of all three"
+        "--only", choices=SECTIONS, help="run one section instead of all four"
     )
     parser.add_argument(
         "--profile",
@@ -151,6 +157,12 @@ def run(sections: Sequence[str], args: argparse.Namespace) -> list[Table]:
                 elif section == "proxy":
                     proxy_settings = proxy.QUICK if args.quick else proxy.FULL
                     table = proxy.run(launcher, folder / "proxy", proxy_settings)
+                elif section == "ci":
+                    ci_settings = ci.QUICK if args.quick else ci.FULL
+                    table = ci.run(launcher, folder / "ci", ci_settings)
+                elif section == "static":
+                    static_settings = static.QUICK if args.quick else static.FULL
+                    table = static.run(launcher, folder / "static", static_settings)
                 else:
                     reload_settings = reload.QUICK if args.quick else reload.FULL
                     table = reload.run(launcher, folder / "reload", reload_settings)
