@@ -41,7 +41,9 @@ def serve_files(tmp_path: Path, scenario: Callable[[Proxy], Awaitable[None]]) ->
 Resumable = ssl.SSLSession | None
 
 
-def connect(port: int, context: ssl.SSLContext, session: Resumable) -> tuple[bytes, bool, Resumable]:
+def connect(
+    port: int, context: ssl.SSLContext, session: Resumable
+) -> tuple[bytes, bool, Resumable]:
     """One request with ``Connection: close`` on a new connection (blocking: the stdlib takes a
     session to resume only before a socket's handshake): the answer up to the proxy's close,
     whether the session was resumed, and the session to resume the next one with."""
