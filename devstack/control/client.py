@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,7 @@ class Stack:
         groups = [int(group) for group in answer.get("service_pids", [])]
         deadline = time.monotonic() + timeout
         # devstack's own group may hold its readers (`devstack up | tee`): only its pid counts.
-        while process_alive(pid) or any(group_alive(group) for group in groups):
+        while process_alive(pid) or live_groups(groups):
             if time.monotonic() > deadline:
                 raise ControlError(f"devstack (pid {pid}) still runs after {timeout:g}s")
             time.sleep(POLL_SECONDS)
@@ -131,28 +132,41 @@ def process_alive(pid: int) -> bool:
     return _runs_in_group(pid, None)
 
 
-def group_alive(group: int) -> bool:
-    """Whether a process of process group ``group`` (a service's) runs, zombies not counted."""
-    if not os.path.isdir("/proc"):
-        return _signalable(group)
-    return any(
-        entry.isdigit() and _runs_in_group(int(entry), group) for entry in os.listdir("/proc")
-    )
+def live_groups(groups: Iterable[int]) -> set[int]:
+    """Which of process groups ``groups`` still have a running process, zombies not counted.
+    A group that no signal reaches is gone at the cost of one system call; /proc is read (once,
+    for all of them) only while one is reachable, to tell its zombies from the living."""
+    reachable = {group for group in groups if _signalable(-group)}
+    if not reachable or not os.path.isdir("/proc"):
+        return reachable
+    found: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            group = _running_group(int(entry))
+            if group in reachable:
+                found.add(group)
+    return found
 
 
 def _runs_in_group(pid: int, group: int | None) -> bool:
     """Whether ``pid`` runs (not a zombie) and, unless ``group`` is None, is in ``group``."""
+    found = _running_group(pid)
+    return found is not None and (group is None or found == group)
+
+
+def _running_group(pid: int) -> int | None:
+    """The process group of ``pid`` while it runs; None once it is gone or a zombie."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
-        return False
+        return None
     fields = stat[stat.rfind(b")") + 2 :].split()
-    state, pgrp = fields[0], int(fields[2])
-    return state not in (b"Z", b"X") and (group is None or pgrp == group)
+    return None if fields[0] in (b"Z", b"X") else int(fields[2])
 
 
 def _signalable(pid: int) -> bool:
+    """Whether a signal reaches ``pid`` (a negative one: that process group)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
