@@ -26,6 +26,7 @@ from devstack.control.protocol import StackInfo
 from devstack.control.server import ControlServer
 from devstack.errors import DevstackError, ServiceStartError
 from devstack.launch import Launch
+from devstack.oneshot import OneShot
 from devstack.proxy.bind import Listeners
 from devstack.run.output import Printer
 from devstack.run.ports import PortAssignment
@@ -54,8 +55,13 @@ def exit_code_of(supervisor: Supervisor) -> int:
 class Stack:
     """One ``devstack up`` from the event loop's side: supervisor, proxy, signals."""
 
-    def __init__(self, launch: Launch, printer: Printer, *, began: float) -> None:
+    def __init__(
+        self, launch: Launch, printer: Printer, *, began: float, oneshot: OneShot | None = None
+    ) -> None:
+        """``oneshot``: ``devstack run``'s command, run once the services are ready; the stack
+        stops when it ends, and its status is the run's."""
         self.launch = launch
+        self.oneshot = oneshot
         self.spec = launch.spec
         self.printer = printer
         self.exit_code = EXIT_OK
@@ -83,7 +89,7 @@ class Stack:
         supervisor = Supervisor(self.spec, launch.ports, self.printer, starter=starter)
         try:
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                loop.add_signal_handler(signum, self._on_signal, supervisor)
+                loop.add_signal_handler(signum, self._on_signal, supervisor, signum)
             if self.is_watching:
                 # pathspec and watchfiles take ~100 ms to import: in the default executor, beside
                 # the services' start-up, and only when something is watched.
@@ -106,6 +112,10 @@ class Stack:
                     proxy_url=frontend.url if frontend else None,
                 )
                 group.create_task(self._report_start(supervisor, frontend))
+                if self.oneshot is not None:
+                    group.create_task(self.oneshot.run(
+                        supervisor, frontend.url if frontend else None, launch.trust
+                    ))
                 if self._reload is not None:
                     group.create_task(self._watch(supervisor, supervising, frontend))
         finally:
@@ -113,6 +123,8 @@ class Stack:
                 loop.remove_signal_handler(signum)
             if frontend is not None:
                 await frontend.stop()
+        if self.oneshot is not None and self.oneshot.code is not None:
+            return self.oneshot.code
         if self.exit_code == EXIT_OK:
             self.exit_code = exit_code_of(supervisor)
         return self.exit_code
@@ -135,7 +147,9 @@ class Stack:
             raise
         return frontend
 
-    def _on_signal(self, supervisor: Supervisor) -> None:
+    def _on_signal(self, supervisor: Supervisor, signum: int) -> None:
+        if self.oneshot is not None and self.oneshot.on_signal(signum):
+            return  # the command's: the stack stops once it has ended
         self._signals += 1
         if self._signals == 1:
             self.printer.system("stopping (press Ctrl-C again to force)")
@@ -308,7 +322,7 @@ def summary_lines(
     return lines
 
 
-def run(launch: Launch, printer: Printer, *, began: float) -> int:
+def run(launch: Launch, printer: Printer, *, began: float, oneshot: OneShot | None = None) -> int:
     """Run the stack on a fresh event loop: uvloop when the proxy runs (its hot path gains
     10-20%; a dependency wherever the platform has it, Windows aside); plain asyncio otherwise,
     which starts faster. ``began``: ``time.monotonic()`` when ``devstack up`` started, for the
@@ -321,6 +335,6 @@ def run(launch: Launch, printer: Printer, *, began: float) -> int:
             loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         try:
-            return runner.run(Stack(launch, printer, began=began).run())
+            return runner.run(Stack(launch, printer, began=began, oneshot=oneshot).run())
         except* DevstackError as group:
             raise group.exceptions[0] from None

@@ -282,52 +282,86 @@ def command_environment(document: dict[str, Any]) -> dict[str, str]:
     return env
 
 
+def run(args: argparse.Namespace) -> int:
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        raise DevstackError("run: name a command: devstack run -- CMD ARGS...")
+    timeout = args.timeout or READY_TIMEOUT_SECONDS
+    loaded = _load(args)
+    from devstack.control.client import Stack
+
+    spec = loaded.spec
+    stack = Stack(spec.state_dir, spec.manifest_path)
+    if stack.is_live():
+        return _run_against(stack, argv, timeout)
+    return _run_in_process(spec, argv, timeout, args.port)
+
+
+def _run_in_process(spec: StackSpec, argv: list[str], timeout: float, port: int | None) -> int:
+    """The stack runs in this process, its output in ``.devstack/logs/devstack.log``, and
+    stops when the command ends (:mod:`devstack.oneshot`)."""
+    from devstack.oneshot import Command, OneShot
+
+    began = time.monotonic()
+    options = UpOptions(proxy_port=port, watch=False)
+    logs_dir = spec.state_dir / "logs"
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    with open(logs_dir / "devstack.log", "ab") as out:
+        printer = Printer(spec.services, stream=out, colour=False, logs_dir=logs_dir)
+        with logging_to(printer, verbose=False):
+            try:
+                launch = prepare(spec, options, printer)
+                try:
+                    from devstack.app import run as run_stack
+
+                    oneshot = OneShot(Command(argv, timeout), logs_dir)
+                    return run_stack(launch, printer, began=began, oneshot=oneshot)
+                finally:
+                    launch.close()
+            finally:
+                printer.close()
+
+
+def _run_against(stack: Stack, argv: list[str], timeout: float) -> int:
+    """The command against the stack already running for the manifest, which keeps running."""
+    from devstack.control import detach
+
+    try:
+        document = _wait_ready(stack, timeout, None)
+    except _Gave as gave:
+        return gave.code
+    try:
+        child = subprocess.Popen(argv, env=command_environment(document))
+    except OSError as exc:
+        print(f"error: cannot run {argv[0]}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    with _forwarding(child):
+        code = detach.exit_status(child.wait())
+    if code != 0:
+        names = detach.troubled(stack.ask("status"))
+        if names:
+            detach.print_service_tails(stack, names)
+    return code
+
+
 @contextlib.contextmanager
 def _forwarding(child: subprocess.Popen[bytes]) -> Iterator[None]:
-    """While ``child`` runs, SIGINT and SIGTERM sent to devstack go to it instead."""
+    """While ``child`` runs, SIGTERM and SIGHUP sent to devstack go to it, and SIGINT unless
+    the terminal sent it to both (see :mod:`devstack.oneshot`)."""
+    from devstack.oneshot import is_terminal_foreground
 
     def forward(signum: int, frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child.pid, signum)
+        if signum != signal.SIGINT or not is_terminal_foreground():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, forward) for sig in signals}
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def run(args: argparse.Namespace) -> int:
-    from devstack.control import detach
-
-    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-    if not argv:
-        raise DevstackError("run: name a command: devstack run -- CMD ARGS...")
-    stack = _stack(args)
-    started: Detached | None = None
-    try:
-        if not stack.is_live():
-            arguments = ["--no-watch", *([] if args.port is None else ["--port", str(args.port)])]
-            started, _ = _start(stack, _load(args).spec, arguments)
-        document = _wait_ready(stack, args.timeout or READY_TIMEOUT_SECONDS, started)
-        try:
-            child = subprocess.Popen(argv, env=command_environment(document))
-        except OSError as exc:
-            print(f"error: cannot run {argv[0]}: {exc.strerror or exc}", file=sys.stderr)
-            return EXIT_NOT_FOUND
-        with _forwarding(child):
-            code = detach.exit_status(child.wait())
-        if code != 0:
-            names = detach.troubled(stack.ask("status"))
-            if names:
-                detach.print_service_tails(stack, names)
-        return code
-    except _Gave as gave:
-        return gave.code
-    finally:
-        if started is not None:
-            detach.stop_if_running(stack)
 
 
 def export(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from devstack.errors import ServiceStartError
 from devstack.manifest.spec import ServiceSpec, StackSpec
@@ -87,6 +87,8 @@ class Launch:
     """Spawns every service; the first start of a service without dependencies takes the
     process spawned for it before the event loop ran."""
     listeners: Listeners | None = None
+    trust: dict[str, str] = field(default_factory=dict)
+    """The CA trust variables the services get (none without the proxy)."""
 
     @property
     def proxy_enabled(self) -> bool:
@@ -162,6 +164,7 @@ def prepare(spec: StackSpec, options: UpOptions, printer: Printer) -> Launch:
         ports=ports,
         spawner=EarlySpawner(ports, guardian=guardian, trust=trust, proxy_url=proxy_url),
         listeners=listeners,
+        trust=trust,
     )
     try:
         guardian.start()

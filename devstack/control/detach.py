@@ -105,9 +105,14 @@ def wait_ready(stack: Stack, timeout: float) -> tuple[dict[str, Any], list[str]]
 
 def print_service_tails(stack: Stack, names: Sequence[str], count: int = TAIL_LINES) -> None:
     """The last ``count`` lines of each of ``names`` (``.devstack/logs/<name>.log``), on stderr."""
+    print_tails(stack.state_dir / "logs", names, count)
+
+
+def print_tails(logs_dir: Path, names: Sequence[str], count: int = TAIL_LINES) -> None:
+    """The last ``count`` lines of each of ``names`` from ``logs_dir``, on stderr."""
     width = max(map(len, names), default=0)
     for name in names:
-        lines, _ = tail(stack.state_dir / "logs" / f"{name}.log", count)
+        lines, _ = tail(logs_dir / f"{name}.log", count)
         print(f"--- last lines of {name} ---", file=sys.stderr)
         for line in prefixed(name, lines, width):
             print(line, file=sys.stderr)
