@@ -211,3 +211,18 @@ def test_reload_table_targets_follow_the_own_start_and_stop_times() -> None:
     idle_row = next(row for metric, row in rows.items() if "idle CPU" in metric)
     assert idle_row.ours == pytest.approx(0.2) and idle_row.ok is True
     assert table.missed == []
+
+
+def test_ci_table_takes_each_rounds_own_ready_from_its_time_to_the_command() -> None:
+    from bench import ci
+
+    found = ci.Figures(own_ready=[1.0, 1.2, 0.9], own_stop=[0.05, 0.06, 0.04],
+                       to_command=[1.08, 1.25, 1.2], teardown=[0.15, 0.12, 0.3])
+    table = ci.tabulate({"stack": found}, ci.QUICK)
+    rows = {row.metric.split(": ", 1)[1].split(" (")[0]: row for row in table.rows}
+    overhead = rows["start overhead"]
+    assert overhead.ours == pytest.approx(80)  # per round: 80, 50, 300 ms; the median
+    assert overhead.ok is True
+    teardown = rows["teardown, CMD's end to every process gone"]
+    assert teardown.ours == pytest.approx(150) and teardown.theirs == pytest.approx(50)
+    assert teardown.ok is True
