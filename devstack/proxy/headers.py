@@ -8,7 +8,9 @@ The rules, each written once:
 - **X-Forwarded-*** (:data:`X_FORWARDED`) are the proxy's alone: what a client sends is dropped,
   never trusted or appended to, and the proxy sets ``X-Forwarded-For`` (the client's address),
   ``-Proto`` (``https``), ``-Host`` (the Host the client asked for) and ``-Prefix`` (the path
-  prefix a route stripped, when it did).
+  prefix a route stripped, when it did). The standard ``Forwarded`` (RFC 7239), which some
+  frameworks read first (Rack 3), says the same things: a client's is dropped too, and the
+  proxy sets none (``X-Forwarded-*`` is what services read).
 - ``Expect`` is answered by the proxy itself (``100 Continue`` when it starts reading the body),
   so it is not passed on.
 - Everything else passes in order, repeats kept apart (two ``Set-Cookie`` stay two).
@@ -49,7 +51,7 @@ X_FORWARDED = ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Fo
 FORWARDED_PROTO = "https"
 """What ``X-Forwarded-Proto`` says: the proxy serves HTTPS only."""
 
-NOT_FORWARDED = HOP_BY_HOP | {name.lower() for name in X_FORWARDED} | {"expect"}
+NOT_FORWARDED = HOP_BY_HOP | {name.lower() for name in X_FORWARDED} | {"expect", "forwarded"}
 """Request headers (lower case) a service never receives from the client."""
 
 CONNECTION = "connection"
@@ -94,7 +96,7 @@ def request_headers(
     headers: Iterable[tuple[str, str]], *, client: str, host: str, prefix: str | None
 ) -> list[tuple[str, str]]:
     """The request headers a service receives: the client's own (Host included) minus
-    hop-by-hop ones, ``Expect`` and any ``X-Forwarded-*``, then the proxy's ``X-Forwarded-*``
+    hop-by-hop ones, ``Expect``, ``Forwarded`` and any ``X-Forwarded-*``, then the proxy's ``X-Forwarded-*``
     (an empty ``client`` or ``host`` is left out)."""
     kept = _kept(headers, NOT_FORWARDED, CONNECTION)
     _add_forwarded(kept, X_FORWARDED, (client, FORWARDED_PROTO, host, prefix))

@@ -13,6 +13,7 @@ answer 400 whatever the error, and print a traceback for each.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import http
 import logging
@@ -20,7 +21,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+from yarl import URL
 
 from devstack.proxy import pages
 from devstack.proxy.target import (
@@ -115,6 +120,24 @@ class FrontDoorServer(web.Server):
 
     def __init__(self, handler: Handler, **kwargs: Any) -> None:
         super().__init__(_framing_checked(handler), **_PARSER_LIMITS, **kwargs)
+
+    def _make_request(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: web.RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        try:
+            return super()._make_request(message, payload, protocol, writer, task)
+        except ValueError:
+            # An absolute-form target whose host yarl cannot decode (``https://xn--a.example/``:
+            # bad punycode) fails the request's construction, and aiohttp then leaves the
+            # connection hanging. The rules read the target from the raw request line anyway
+            # (target.py refuses or routes it), so the request is built without the parsed URL.
+            plain = message._replace(url=URL.build(path="/"))
+            return super()._make_request(plain, payload, protocol, writer, task)
 
     def __call__(self) -> web.RequestHandler:
         return _FrontDoorHandler(self, loop=self._loop, **self._kwargs)

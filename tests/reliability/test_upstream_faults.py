@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from devstack.manifest.spec import RouteSpec
 from tests.component.test_proxy_harness import (
