@@ -33,7 +33,9 @@ DEBOUNCE_MS = 1600
 STEP_MS = 20
 """A batch closes after this long without a new change. It is most of the time from a save to the
 reload (measured on Linux: a median of 32 ms at 20 ms, 62 ms at 50 ms), and long enough that the
-files of one ``git checkout`` or one "save all", written back to back, arrive as one batch."""
+files of one ``git checkout`` or one "save all", written back to back, arrive as one batch. It is
+also how often watchfiles' thread wakes while nothing changes: idle, about 0.35 % of a core at
+20 ms (0.16 % at 50 ms)."""
 
 
 async def watchfiles_source(
