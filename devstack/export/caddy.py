@@ -11,8 +11,8 @@ order as written, where it would otherwise sort ``handle_path`` before named mat
 route is one ``handle`` (a named matcher on ``/p`` and ``/p/*``: ``/p`` and below, never
 ``/px``), or a pair of ``handle_path`` blocks on ``/p/*`` and ``/p`` where the prefix is
 stripped, with ``X-Forwarded-Prefix`` sent as devstack sends it. A static route is ``root`` and
-``file_server`` with no listings, ``index.html`` only and every dotfile hidden, as devstack
-serves files. A site with no route for ``/`` ends with a 404, as devstack answers.
+``file_server`` with no listings, ``index.html`` only, every dotfile hidden, and a 405 (with
+``Allow``) for methods other than GET and HEAD, as devstack serves files. A site with no route for ``/`` ends with a 404, as devstack answers.
 
 The comments name each route (``routes[2]: /api -> service simon``); ``devstack import caddy``
 reads the service names back from them.
@@ -37,8 +37,16 @@ from devstack.manifest.spec import StackSpec
 DOMAIN_PLACEHOLDER = "{$DOMAIN:localhost}"
 FORWARDED_PREFIX = "X-Forwarded-Prefix"
 INDEX_FILE = "index.html"
+WRITE_MATCHER = "not_get_or_head"
 HIDDEN = ".*"
 """A pattern without a slash: Caddy hides every path segment it matches (``.git/config`` too)."""
+
+READ_ONLY = (
+    f"@{WRITE_MATCHER} not method GET HEAD",
+    f'header @{WRITE_MATCHER} Allow "GET, HEAD"',
+    f"respond @{WRITE_MATCHER} 405",
+)
+"""Files answer only GET and HEAD, as devstack's do (Caddy's file_server would serve a POST)."""
 
 _QUOTE_NEEDED = re.compile(r'[\s"{}#]')
 _NOT_MATCHER_CHARACTER = re.compile(r"[^A-Za-z0-9_]+")
@@ -104,7 +112,7 @@ def _service(spec: StackSpec, options: ExportOptions, route: SiteRoute) -> list[
 def _files(spec: StackSpec, options: ExportOptions, route: SiteRoute) -> list[str]:
     assert route.static is not None
     folder = on_target(spec, options, Path(route.static))
-    return [f"root * {_token(str(folder))}", "file_server {", f"\thide {HIDDEN}",
+    return [f"root * {_token(str(folder))}", *READ_ONLY, "file_server {", f"\thide {HIDDEN}",
             f"\tindex {INDEX_FILE}", "}"]
 
 

@@ -32,6 +32,7 @@ FORWARDED_PREFIX = "x-forwarded-prefix"
 _ROUTE_COMMENT = re.compile(r"routes\[\d+\]: (/\S*) -> service ([A-Za-z0-9][A-Za-z0-9_-]*)")
 _NOT_NAME_CHARACTER = re.compile(r"[^A-Za-z0-9_-]+")
 _HANDLERS = ("reverse_proxy", "file_server", "root")
+READ_ONLY_MATCHER = ["not", "method", "GET", "HEAD"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class _Reader:
     services: dict[str, str] = field(default_factory=dict)
     """name -> upstream"""
     routes: list[ImportedRoute] = field(default_factory=list)
+    read_only: set[str] = field(default_factory=set)
+    """Matchers ``not method GET HEAD``: the 405 guard devstack's files have anyway."""
 
     def skip(self, directive: Directive, why: str) -> None:
         self.unmapped.append(f"{self.path.name}:{directive.line}: {directive.text}: not mapped "
@@ -175,6 +178,9 @@ def _flattened(directives: list[Directive]) -> list[Directive]:
 def _matcher(reader: _Reader, directive: Directive, matchers: dict[str, Directive]) -> None:
     """A path matcher, kept as a directive whose arguments are its paths."""
     name = directive.name[1:]
+    if directive.args == READ_ONLY_MATCHER:
+        reader.read_only.add(name)
+        return
     if directive.block is None and directive.args[:1] == ["path"]:
         paths = directive.args[1:]
     elif directive.block is not None and all(d.name == "path" for d in directive.block):
@@ -227,7 +233,10 @@ def _body(reader: _Reader, body: list[Directive], host: str | None, prefix: str,
     root = next((d for d in body if d.name == "root"), None)
     files = next((d for d in body if d.name == "file_server"), None)
     for directive in body:
-        if directive not in (proxy, root, files) and not _is_default_404(directive):
+        if directive.name.startswith("@"):
+            _matcher(reader, directive, {})
+        elif directive not in (proxy, root, files) and not _is_default_404(directive) \
+                and not _is_read_only_guard(reader, directive):
             reader.skip(directive, "outside the subset devstack reads")
     if proxy is not None:
         for extra in (root, files):
@@ -243,6 +252,12 @@ def _body(reader: _Reader, body: list[Directive], host: str | None, prefix: str,
 
 def _is_default_404(directive: Directive) -> bool:
     return directive.name == "respond" and directive.args == ["404"]
+
+
+def _is_read_only_guard(reader: _Reader, directive: Directive) -> bool:
+    """``header @m Allow ...`` and ``respond @m 405`` under a ``not method GET HEAD`` matcher."""
+    return (directive.name in ("header", "respond") and bool(directive.args)
+            and directive.args[0][1:] in reader.read_only)
 
 
 def _proxied(reader: _Reader, proxy: Directive, host: str | None, prefix: str, strip: bool,
