@@ -122,7 +122,8 @@ class FastPath(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
-        self._peer = b""
+        self._peer: bytes | None = None
+        """The client's address, for ``X-Forwarded-For`` (asked for once, when needed)."""
         self._pending = b""
         """Bytes received and not parsed yet: the start of the next request."""
         self._head = b""
@@ -146,8 +147,6 @@ class FastPath(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-        peer = transport.get_extra_info("peername")
-        self._peer = str(peer[0]).encode() if peer else b""
         self.lane.connections.add(self)
         self.arm(self._active_at + self.lane.idle_seconds)
 
@@ -311,12 +310,19 @@ class FastPath(asyncio.Protocol):
         if not status.is_ready:
             return None
         prefix = match.stripped_prefix
-        forwarded = request_headers_bytes(self._headers, client=self._peer, host=host,
+        forwarded = request_headers_bytes(self._headers, client=self._client(), host=host,
                                           prefix=prefix.encode() if prefix else None)  # fmt: skip
         lines = [b"%s %s HTTP/1.1" % (self._parser.get_method(), path.encode())]
         lines += [name + b": " + value for name, value in forwarded]
         lines.append(b"\r\n")
         return status.name, status.port, b"\r\n".join(lines), match.target.live_reload
+
+    def _client(self) -> bytes:
+        peer = self._peer
+        if peer is None:
+            address = self.transport.get_extra_info("peername")
+            peer = self._peer = str(address[0]).encode() if address else b""
+        return peer
 
     async def _connect(self, relay: Relay, port: int, request_head: bytes) -> None:
         try:

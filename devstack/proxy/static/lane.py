@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
+import time
+from email.utils import formatdate
 from typing import Protocol
 
-from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE
 
 from devstack.proxy.static.answer import FILE_REQUEST_HEADERS, FileAnswer, FileRequest
@@ -36,6 +38,27 @@ _STATUS_LINES = {
 }
 _SERVER = b"Server: " + SERVER_SOFTWARE.encode() + b"\r\n"
 _FIELDS = {name.encode(): field for name, field in FILE_REQUEST_HEADERS.items()}
+
+
+class _DateLine:
+    """The ``Date`` header line, formatted once a second: the wall clock is read then (a system
+    call on some virtual machines), and the event loop's clock, which costs none, says when the
+    second is over."""
+
+    def __init__(self) -> None:
+        self._until = -math.inf
+        self._line = b""
+
+    def __call__(self) -> bytes:
+        now = asyncio.get_running_loop().time()
+        if now >= self._until:
+            wall = time.time()
+            self._line = b"Date: %s\r\n" % formatdate(wall, usegmt=True).encode()
+            self._until = now + 1.0 - wall % 1.0
+        return self._line
+
+
+date_line = _DateLine()
 
 
 class StreamFront(Protocol):
@@ -70,7 +93,7 @@ def send(front: StreamFront, answer: FileAnswer, fd: int | None, *,
     lines: list[bytes | memoryview] = [_STATUS_LINES[answer.status], answer.fields]
     if answer.has_length:
         lines.append(b"Content-Length: %d\r\n" % answer.length)
-    lines += (b"Date: ", rfc822_formatted_time().encode(), b"\r\n", _SERVER)
+    lines += (date_line(), _SERVER)
     if close:
         lines.append(b"Connection: close\r\n")
     lines.append(b"\r\n")
