@@ -164,6 +164,15 @@ def _parse_yaml(text: str, shown: Path) -> MappingNode:
             problem += "; indent with spaces"
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         raise ManifestError(f"invalid YAML: {problem}", path=shown, line=line) from exc
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, anywhere
+        line = text.count("\n", 0, exc.position) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise ManifestError(
+            f"invalid YAML: the control character U+{code:04X} is not allowed in a YAML file; "
+            "remove it, or write it as an escape in a double-quoted string",
+            path=shown,
+            line=line,
+        ) from exc
     except yaml.YAMLError as exc:
         raise ManifestError(f"invalid YAML: {exc}", path=shown) from exc
     if root is None or is_null(root):
