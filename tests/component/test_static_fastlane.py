@@ -204,6 +204,12 @@ def test_precompressed_siblings_are_served_to_clients_that_accept_them(
         (public / "app.js.gz").write_bytes(gzip.compress(SMALL))
         (public / "medium.bin.gz").symlink_to(site / "outside.js.br")  # leaves the folder
         (public / "index.html.gz").write_bytes(gzip.compress(b"<h1>home</h1>"))
+        (public / "stale.js").write_bytes(b"edited")
+        (public / "stale.js.gz").write_bytes(gzip.compress(b"before the edit"))
+        an_hour_ago = os.stat(public / "stale.js").st_mtime - 3600
+        os.utime(public / "stale.js.gz", (an_hour_ago, an_hour_ago))
+        (public / "x%41.js").write_bytes(b"x%41")
+        (public / "xA.js.br").write_bytes(b"not x%41's sibling")
         async with proxy_for(site) as proxy, client(proxy) as c:
             _, plain, _ = await fetch(c, "/app.js")
             for accept, encoding, body in [
@@ -230,6 +236,9 @@ def test_precompressed_siblings_are_served_to_clients_that_accept_them(
             assert (status, got, headers.get("content-encoding")) == (206, SMALL[:4], None)
             status, headers, _ = await fetch(c, "/medium.bin", "Accept-Encoding: gzip")
             assert "content-encoding" not in headers, "a sibling out of the folder is not used"
+            for path, body in (("/stale.js", b"edited"), ("/x%2541.js", b"x%41")):
+                _, headers, got = await fetch(c, path, "Accept-Encoding: gzip, br")
+                assert (got, headers.get("content-encoding")) == (body, None), path
             # A live page is sent with its script, not compressed.
             _, headers, got = await fetch(c, "/", "Accept-Encoding: gzip")
             assert got == b"<h1>home</h1>" + SCRIPT_TAG and "content-encoding" not in headers

@@ -5,9 +5,11 @@
   own ETag (the file's with ``-live``). Otherwise, when ``Accept-Encoding`` allows it, a
   precompressed sibling beside the file (``x.js.br``, then ``x.js.gz``, as Caddy's
   ``precompressed br gzip``) is sent with ``Content-Encoding``, the file's ``Content-Type`` and
-  the sibling's own ETag; a sibling is looked up by the same rules as any file, so one that is a
-  symlink out of the folder is never used. A Range request gets the file itself, untouched:
-  ranges are offsets into the file. Every answer says ``Vary: Accept-Encoding``.
+  the sibling's own ETag. A sibling is looked up by the same rules as any file, so one that is a
+  symlink out of the folder is never used; nor is one older than the file (the file was edited,
+  the sibling not made again: out of date). A Range request gets the file itself, untouched:
+  ranges are offsets into the file, not into a compressed copy. Every answer says ``Vary:
+  Accept-Encoding``, whichever was sent.
 - **Conditions** (RFC 9110 section 13.2.2, in this order): ``If-Match`` (strong comparison),
   else ``If-Unmodified-Since``: 412 when it fails; ``If-None-Match`` (weak comparison), else
   ``If-Modified-Since``: 304. A large file modified in the last seconds (see

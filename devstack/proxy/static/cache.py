@@ -29,7 +29,7 @@ from collections import OrderedDict
 from email.utils import formatdate
 from pathlib import Path
 from stat import S_ISREG
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from devstack.proxy.static.locate import Found, Located, locate
 
@@ -152,14 +152,20 @@ class FileCache:
 
     def sibling(self, root: Path, version: FileVersion, extension: str) -> FileVersion | None:
         """``version``'s precompressed sibling (its path plus ``extension``) when it is a file
-        under ``root`` by the same rules (never a symlink leaving it), else ``None``."""
-        name = version.located.path + extension
+        under ``root`` by the same rules (never a symlink leaving it) and not older than
+        ``version`` (an edited file whose sibling was not made again: out of date), else
+        ``None``."""
         try:
-            os.stat(name)  # most files have none: say so without resolving anything
+            os.stat(version.located.path + extension)  # most files have none: say so at once
         except OSError:
             return None
-        found = self.get(root, version.located.relative + extension)
-        return None if isinstance(found, Found) else found
+        # The sibling's path in the form requests arrive in (percent-encoded), so that it is
+        # decoded back to exactly this name.
+        path = quote(version.located.relative + extension, safe="/", errors="surrogateescape")
+        found = self.get(root, path)
+        if isinstance(found, Found) or found.identity[3] < version.identity[3]:
+            return None
+        return found
 
     def _read(self, key: tuple[Path, str], located: Located) -> FileVersion | Found:
         """Read the file (its bytes when small) and remember it unless it is racy."""
