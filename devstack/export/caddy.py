@@ -12,7 +12,8 @@ route is one ``handle`` (a named matcher on ``/p`` and ``/p/*``: ``/p`` and belo
 ``/px``), or a pair of ``handle_path`` blocks on ``/p/*`` and ``/p`` where the prefix is
 stripped, with ``X-Forwarded-Prefix`` sent as devstack sends it. A static route is ``root`` and
 ``file_server`` with no listings, ``index.html`` only, every dotfile hidden, and a 405 (with
-``Allow``) for methods other than GET and HEAD, as devstack serves files. A site with no route for ``/`` ends with a 404, as devstack answers.
+``Allow``) for methods other than GET and HEAD, as devstack serves files. A site with no
+route for ``/`` ends with a 404, as devstack answers.
 
 The comments name each route (``routes[2]: /api -> service simon``); ``devstack import caddy``
 reads the service names back from them.

@@ -5,8 +5,10 @@ The subset read: site blocks (the first is the main site, for every host; each o
 host route: ``x.<main address>`` becomes ``x.localhost``), ``route`` blocks (flattened),
 ``handle`` with no matcher, a path (``/p``, ``/p/*``, ``/p*``) or a named ``path`` matcher,
 ``handle_path``, ``reverse_proxy`` (its first upstream; ``header_up X-Forwarded-Prefix`` is
-what ``strip_prefix`` sends anyway), ``root`` with ``file_server`` (``hide`` and ``index`` are
-what devstack does anyway), and a site's closing ``respond 404`` (devstack's own answer).
+what ``strip_prefix`` sends anyway), ``root`` with ``file_server`` (``hide`` and ``index``, and
+a 405 for methods other than GET and HEAD, are what devstack does anyway; a ``handle`` that
+keeps its prefix serves the folder of that name under ``root``), and a site's closing
+``respond 404`` (devstack's own answer).
 Everything else is listed as not mapped, with its line, both on stderr and at the top of the
 manifest written: nothing is dropped silently.
 
@@ -29,7 +31,8 @@ from devstack.export.caddyfile import Directive, parse
 
 LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "[::1]", ""})
 FORWARDED_PREFIX = "x-forwarded-prefix"
-_ROUTE_COMMENT = re.compile(r"routes\[\d+\]: (/\S*) -> service ([A-Za-z0-9][A-Za-z0-9_-]*)")
+_ROUTE_COMMENT = re.compile(
+    r"(?:routes\[\d+\]|the implicit route): (/.*?) -> service ([A-Za-z0-9][A-Za-z0-9_-]*)")
 _NOT_NAME_CHARACTER = re.compile(r"[^A-Za-z0-9_-]+")
 _HANDLERS = ("reverse_proxy", "file_server", "root")
 READ_ONLY_MATCHER = ["not", "method", "GET", "HEAD"]
@@ -244,7 +247,7 @@ def _body(reader: _Reader, body: list[Directive], host: str | None, prefix: str,
                 reader.skip(extra, "this block already proxies")
         return _proxied(reader, proxy, host, prefix, strip, comments)
     if files is not None and root is not None:
-        return _served(reader, root, files, host, prefix)
+        return _served(reader, root, files, host, prefix, strip)
     if files is not None or root is not None:
         reader.skip(files or root, "file_server needs a root (and a root a file_server)")  # type: ignore[arg-type]
     return None
@@ -298,7 +301,9 @@ def _service_name(reader: _Reader, upstream: str, prefix: str, comments: list[st
 
 
 def _served(reader: _Reader, root: Directive, files: Directive, host: str | None,
-            prefix: str) -> ImportedRoute | None:
+            prefix: str, strip: bool) -> ImportedRoute | None:
+    """A static route: devstack mounts its folder at the prefix, so a ``handle`` that keeps
+    the prefix serves the folder of that name under ``root``."""
     args = root.args[1:] if root.args[:1] == ["*"] else root.args
     if len(args) != 1:
         reader.skip(root, "expected 'root * DIR'")
@@ -310,7 +315,9 @@ def _served(reader: _Reader, root: Directive, files: Directive, host: str | None
             reader.skip(sub, "devstack never lists folders")
         elif sub.name not in ("hide", "index"):
             reader.skip(sub, "file_server options are not mapped")
-    return ImportedRoute(host, prefix, static=_static_folder(reader, args[0]))
+    folder = args[0] if strip or prefix == "/" else \
+        str(PurePosixPath(args[0]) / prefix.lstrip("/"))
+    return ImportedRoute(host, prefix, static=_static_folder(reader, folder))
 
 
 def _static_folder(reader: _Reader, folder: str) -> str:

@@ -70,11 +70,11 @@ def site_routes(spec: StackSpec) -> list[SiteRoute]:
 
 
 def sites(spec: StackSpec) -> tuple[Site, ...]:
-    """The site for every host first (when it has routes), then one per host route's host, in
-    the manifest's order."""
+    """The site for every host first (with no routes when there are none: every request to it
+    gets a 404, as under devstack), then one per host route's host, in the manifest's order."""
     routes = site_routes(spec)
     common = _longest_first(r for r in routes if r.host is None)
-    found = [Site(None, common)] if common else []
+    found = [Site(None, common)]
     hosts = dict.fromkeys(r.host for r in routes if r.host is not None)
     for host in hosts:
         own = _longest_first(r for r in routes if r.host == host)
