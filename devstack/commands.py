@@ -384,8 +384,7 @@ def export(args: argparse.Namespace) -> int:
         return 0
     folder = args.output if len(documents) > 1 else None
     try:
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
+        (folder or args.output.parent).mkdir(parents=True, exist_ok=True)
         for document in documents:
             path = folder / document.name if folder is not None else args.output
             path.write_text(document.text, encoding="utf-8")
