@@ -63,14 +63,6 @@ def check_names(spec: StackSpec, options: ExportOptions) -> None:
                                     f"{spec.manifest_path}; its services: {known}")
 
 
-def parse_assignment(text: str, what: str) -> tuple[str, str]:
-    """``NAME=VALUE`` from the command line; raises ValueError saying what was expected."""
-    name, sep, value = text.partition("=")
-    if not sep or not name or not value:
-        raise ValueError(f"expected NAME={what}, got {text!r}")
-    return name, value
-
-
 def app_name(spec: StackSpec, options: ExportOptions) -> str:
     """A DNS label (Kubernetes names, unit names): lower case, digits and ``-``."""
     raw = options.app or spec.root.absolute().name or "app"

@@ -21,6 +21,7 @@ from devstack.export.document import joined
 from devstack.export.formats import FORMATS, render
 from devstack.export.options import ExportOptions, IngressController, command_words
 from devstack.export.sites import host_under, sites
+from devstack.manifest import loader
 from devstack.manifest.spec import HealthSpec, RouteSpec, ServiceSpec, StackSpec
 from devstack.proxy.routing import RouteTable
 from tests.unit.export_manifests import MANIFESTS, load_manifest
@@ -328,3 +329,7 @@ def test_the_manifest_reads_image(tmp_path: Path) -> None:
     spec = load_manifest("every-route-kind", tmp_path)
     assert spec.services["db"].image == "postgres:16"
     assert spec.services["worker"].image == "example/worker:1"
+    with pytest.raises(ManifestError, match=r"devstack.yaml:4: services\.web\.image: expected a "
+                       "string, got integer 5"):
+        loader.load_text("services:\n  web:\n    command: run\n    image: 5\n",
+                         tmp_path / "devstack.yaml")
