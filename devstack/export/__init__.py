@@ -5,6 +5,7 @@ caddy``. Pure: specs in, text out; it reads the manifest's specs and nothing tha
   every format shares (each service's port and image, the environment it gets)
 - :mod:`.sites`: the routes grouped by host, in the order devstack's proxy tries them
 - :mod:`.document`: an exported file (name and text) and how several are shown on stdout
+- :mod:`.formats`: the formats by name, each module imported only when asked for
 - :mod:`.caddy`: the production Caddyfile
 - :mod:`.kubernetes`: Deployments, Services and Ingresses
 - :mod:`.compose`: a Compose file

@@ -82,8 +82,7 @@ def on_target(spec: StackSpec, options: ExportOptions, path: Path) -> PurePosixP
         relative = absolute.relative_to(root)
     except ValueError:
         return PurePosixPath(absolute.as_posix())  # outside the project: kept as it is
-    return target_root(spec, options) / relative.as_posix() if relative.parts else \
-        target_root(spec, options)
+    return target_root(spec, options).joinpath(*relative.parts)
 
 
 def relative_to_manifest(spec: StackSpec, path: Path) -> str:
