@@ -39,7 +39,7 @@ pytestmark = [
 
 CADDY_START_SECONDS = 30
 REQUEST_SECONDS = 20
-HEADERS_COMPARED = ("content-type", "location", "allow", "x-accel-buffering")
+HEADERS_COMPARED = ("content-type", "location", "allow", "content-range", "x-accel-buffering")
 
 FILE_TYPES = ("devstack names a file's type from Python's table, with no charset (and "
               "application/javascript for .js on Python 3.11); Caddy from Go's, with "
@@ -69,6 +69,7 @@ class Case:
     method: str = "GET"
     host: str = "localhost"
     body: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
     compare: tuple[str, ...] = ("status", "body", *HEADERS_COMPARED)
     normalize: Callable[[str], str] = field(default=lambda text: text)
 
@@ -99,6 +100,12 @@ CASES = [
     Case("post through a stripped prefix", "/startup/api/ideas", method="POST",
          body={"title": "parity"}, normalize=_without_volatile),
     Case("post to a file", "/simon.css", method="POST", compare=("status", "allow")),
+    Case("head of a file", "/simon.js", method="HEAD", compare=("status", "body",
+                                                                "content-length")),
+    Case("range of a file", "/simon.css", headers={"Range": "bytes=10-99"},
+         compare=("status", "body", "content-range", "content-length")),
+    Case("post over the service's limit", "/startup/api/ideas", method="POST",
+         body={"title": "x" * 20000}),
     Case("encoded characters", "/startup/caf%C3%A9%20x"),
     Case("encoded unreserved character", "/api/%73cores"),
     Case("encoded slash", "/api%2Fscores", compare=("status",)),
@@ -251,7 +258,7 @@ async def _ask(front: Front, case: Case) -> Answer:
     """The answer, with the live-reload tag devstack adds to pages taken out of the body."""
     async with _session(front) as session, session.request(
             case.method, front.url(case.host, case.path), json=case.body, allow_redirects=False,
-            headers={"Accept": "*/*"}) as response:
+            headers={"Accept": "*/*", **case.headers}) as response:
         body = (await response.read()).replace(SCRIPT_TAG, b"").decode(errors="replace")
         headers = {k.lower(): v for k, v in response.headers.items()}
         return Answer(response.status, headers, case.normalize(body))
