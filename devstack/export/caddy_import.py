@@ -248,8 +248,9 @@ def _body(reader: _Reader, body: list[Directive], host: str | None, prefix: str,
         return _proxied(reader, proxy, host, prefix, strip, comments)
     if files is not None and root is not None:
         return _served(reader, root, files, host, prefix, strip)
-    if files is not None or root is not None:
-        reader.skip(files or root, "file_server needs a root (and a root a file_server)")  # type: ignore[arg-type]
+    alone = files if files is not None else root
+    if alone is not None:
+        reader.skip(alone, "file_server needs a root (and a root a file_server)")
     return None
 
 

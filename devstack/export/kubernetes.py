@@ -94,7 +94,7 @@ def _object_name(name: str) -> str:
 def _deployment(spec: StackSpec, options: ExportOptions, service: ServiceSpec,
                 image: str) -> Object:
     name = _object_name(service.name)
-    env = container_environment(spec, service, options)
+    env = container_environment(spec, service, options, _object_name)
     container: Object = {
         "name": name,
         "image": image,

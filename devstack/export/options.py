@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -159,12 +159,13 @@ def loopback_environment(spec: StackSpec, service: ServiceSpec,
                         {name: f"{LOOPBACK_HOST}:{port}" for name, port in ports.items()})
 
 
-def container_environment(spec: StackSpec, service: ServiceSpec,
-                          options: ExportOptions) -> dict[str, str]:
-    """The same for a container: ``HOST=0.0.0.0``, peers by their service name."""
+def container_environment(spec: StackSpec, service: ServiceSpec, options: ExportOptions,
+                          host_of: Callable[[str], str] = str) -> dict[str, str]:
+    """The same for a container: ``HOST=0.0.0.0``, peers by the name ``host_of`` gives a
+    service (Compose's service name; Kubernetes' Service name)."""
     ports = service_ports(spec)
     return _environment(spec, service, options, CONTAINER_HOST,
-                        {name: f"{name}:{port}" for name, port in ports.items()})
+                        {name: f"{host_of(name)}:{port}" for name, port in ports.items()})
 
 
 def _environment(spec: StackSpec, service: ServiceSpec, options: ExportOptions, host: str,

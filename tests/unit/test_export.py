@@ -333,3 +333,14 @@ def test_the_manifest_reads_image(tmp_path: Path) -> None:
                        "string, got integer 5"):
         loader.load_text("services:\n  web:\n    command: run\n    image: 5\n",
                          tmp_path / "devstack.yaml")
+
+
+def test_k8s_names_follow_kubernetes_rules_and_peers_find_them() -> None:
+    spec = spec_of(Path("/app"), {"My_Api": service("My_Api", 8000, image="api:1"),
+                                  "web": service("web", 8001, image="web:1")})
+    objects = k8s_objects(spec)
+    validate_k8s(objects)
+    assert ("Service", "my-api") in {(o["kind"], o["metadata"]["name"]) for o in objects}
+    web = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "web")
+    env = {e["name"]: e["value"] for e in web["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["DEVSTACK_MY_API_URL"] == "http://my-api:8000"
