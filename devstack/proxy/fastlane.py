@@ -431,8 +431,12 @@ def _plain_head(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, str, 
         elif lower in _HANDED_OVER_HEADERS:
             return None, "", False
         elif lower == b"connection":
-            named = named_in_connection((value,))
-            if named & _HANDED_OVER_HEADERS:
-                return None, "", False
-            wants_close = wants_close or b"close" in named
+            token = value.strip().lower()
+            if token == b"close":  # the common values, without splitting a list
+                wants_close = True
+            elif token != b"keep-alive":
+                named = named_in_connection((value,))
+                if named & _HANDED_OVER_HEADERS:
+                    return None, "", False
+                wants_close = wants_close or b"close" in named
     return host, accept.decode(), wants_close
