@@ -152,7 +152,7 @@ def test_an_edit_is_served_at_once_even_in_the_same_millisecond(site: Path, lane
     async def main() -> None:
         target = site / "public" / "app.js"
         async with proxy_for(site) as proxy, client(proxy) as c:
-            for _ in range(2):  # the second round: the file has been read and remembered once
+            for _ in range(2):  # and again, after the proxy has answered with an edited file
                 first = os.urandom(600)
                 target.write_bytes(first)
                 _, headers, body = await fetch(c, "/app.js")
