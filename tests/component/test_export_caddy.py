@@ -17,6 +17,8 @@ from devstack.export.formats import render
 from devstack.export.options import ExportOptions
 from tests.unit.export_manifests import MANIFESTS, load_manifest
 
+CADDY = shutil.which("caddy") or "caddy"
+
 pytestmark = pytest.mark.skipif(shutil.which("caddy") is None,
                                 reason="needs Caddy (Debian's caddy)")
 
@@ -28,10 +30,10 @@ def adapt(caddyfile: str, folder: Path) -> dict[str, Any]:
     path = folder / "Caddyfile"
     path.write_text(caddyfile)
     done = subprocess.run(
-        ["caddy", "adapt", "--config", str(path), "--adapter", "caddyfile", "--validate"],
+        [CADDY, "adapt", "--config", str(path), "--adapter", "caddyfile", "--validate"],
         capture_output=True, text=True, timeout=ADAPT_SECONDS, check=False,
         env={"HOME": str(folder), "XDG_DATA_HOME": str(folder / "data"),
-             "XDG_CONFIG_HOME": str(folder / "config"), "PATH": "/usr/bin:/bin"},
+             "XDG_CONFIG_HOME": str(folder / "config")},
     )
     assert done.returncode == 0, f"caddy refused the export:\n{done.stderr}\n{caddyfile}"
     assert "not formatted" not in done.stderr, done.stderr

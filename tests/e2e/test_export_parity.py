@@ -31,6 +31,8 @@ from devstack.tls.ca import client_context
 from tests.conditions import pid_alive, port_accepts, wait_until
 from tests.e2e.conftest import DevstackRunner, start_examples
 
+CADDY = shutil.which("caddy") or "caddy"
+
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(shutil.which("caddy") is None, reason="needs Caddy (Debian's caddy)"),
@@ -187,10 +189,10 @@ def _caddy(folder: Path, caddyfile: str, port: int, names: list[str]) -> Iterato
     config.write_text(caddyfile)
     log = folder / "caddy.log"
     env = {"HOME": str(folder), "XDG_DATA_HOME": str(folder / "data"),
-           "XDG_CONFIG_HOME": str(folder / "config"), "PATH": "/usr/bin:/bin"}
+           "XDG_CONFIG_HOME": str(folder / "config")}
     with log.open("wb") as out:
         caddy = subprocess.Popen(
-            ["caddy", "run", "--config", str(config), "--adapter", "caddyfile"],
+            [CADDY, "run", "--config", str(config), "--adapter", "caddyfile"],
             cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     root = folder / "storage" / "pki" / "authorities" / "local" / "root.crt"
     try:
