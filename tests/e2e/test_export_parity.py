@@ -151,6 +151,9 @@ class Pair:
     devstack: Front
     caddy: Front
     caddyfile: str
+    runner: DevstackRunner
+    folder: Path
+    """The example's copy: the manifest's folder, where control commands run."""
 
 
 def _free_port() -> int:
@@ -244,6 +247,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
                 Front("devstack", port, client_context(home)),
                 Front("caddy", caddy_port, ssl.create_default_context(cafile=str(root))),
                 caddyfile,
+                runner,
+                folder,
             )
         assert run.interrupt() == 0
     finally:
@@ -335,3 +340,29 @@ def test_server_sent_events_through_both(pair: Pair) -> None:
         status, content_type, body = _open_event_stream(front, "/startup/events")
         assert (status, content_type) == ("HTTP/1.1 200 OK", "text/event-stream; charset=utf-8")
         assert opening in body, (front.name, body)
+
+
+def _service_state(pair: Pair, name: str) -> str:
+    status = json.loads(pair.runner.run("status", "--json", cwd=pair.folder).stdout)
+    state: str = next(s["state"] for s in status["services"] if s["name"] == name)
+    return state
+
+
+def test_a_stopped_service_is_a_502_through_both(pair: Pair) -> None:
+    """Runs last: it stops simon, then starts it again on its port (the one Caddy dials)."""
+    case = Case("stopped service", "/api/scores", compare=("status",))
+    assert pair.runner.run("stop", "simon", cwd=pair.folder).returncode == 0
+    try:
+        wait_until(lambda: _service_state(pair, "simon") == "stopped", timeout=30,
+                   message="simon to stop")
+
+        async def both() -> tuple[Answer, Answer]:
+            return await _ask(pair.devstack, case), await _ask(pair.caddy, case)
+
+        devstack, caddy = asyncio.run(both())
+        assert (devstack.status, caddy.status) == (502, 502)
+        assert "simon" in devstack.body  # devstack's page names the service and its state
+    finally:
+        assert pair.runner.run("start", "simon", cwd=pair.folder).returncode == 0
+        wait_until(lambda: _service_state(pair, "simon") == "ready", timeout=30,
+                   message="simon to be ready again")
