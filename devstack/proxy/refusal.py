@@ -49,6 +49,12 @@ _PARSER_LIMITS: dict[str, Any] = {
 }
 
 
+LINGER_SECONDS = 5.0
+"""After answering a request whose body was not read (a refusal), how long the rest of that
+body is read and dropped before the connection closes, so that the client reads the answer
+instead of a reset (nginx's ``lingering_timeout``; aiohttp's default is 10 s)."""
+
+
 def refusal_page(request: web.BaseRequest, refused: BadRequest) -> web.Response:
     """The answer to a refused request; the connection closes after it."""
     title = http.HTTPStatus(refused.status).phrase
@@ -58,6 +64,11 @@ def refusal_page(request: web.BaseRequest, refused: BadRequest) -> web.Response:
         response.headers["Allow"] = refused.allow
     response.headers["Connection"] = "close"  # said even to HTTP/1.0, where it is the default
     response.force_close()
+    if request.method == "CONNECT":
+        # aiohttp's pure-Python parser reads everything after a CONNECT's head as its tunnel,
+        # a body that never ends: the server would wait for it (its lingering close) instead
+        # of answering and closing. The tunnel is never opened, so it has ended.
+        request.content.feed_eof()
     logger.debug("refused %s %.100s: %d %s", request.method, request.raw_path, refused.status,
                  refused.message)  # fmt: skip
     return response
@@ -119,6 +130,7 @@ class FrontDoorServer(web.Server):
     parser errors answered by :func:`refusal_page`."""
 
     def __init__(self, handler: Handler, **kwargs: Any) -> None:
+        kwargs.setdefault("lingering_time", LINGER_SECONDS)
         super().__init__(_framing_checked(handler), **_PARSER_LIMITS, **kwargs)
 
     def _make_request(
@@ -131,11 +143,14 @@ class FrontDoorServer(web.Server):
     ) -> web.BaseRequest:
         try:
             return super()._make_request(message, payload, protocol, writer, task)
-        except ValueError:
-            # An absolute-form target whose host yarl cannot decode (``https://xn--a.example/``:
-            # bad punycode) fails the request's construction, and aiohttp then leaves the
-            # connection hanging. The rules read the target from the raw request line anyway
-            # (target.py refuses or routes it), so the request is built without the parsed URL.
+        except (ValueError, AttributeError):
+            # A request aiohttp's parser let through but cannot make a request of fails here,
+            # and aiohttp then leaves the connection open with no answer, for good: an
+            # absolute-form target whose host yarl cannot decode (``https://xn--a.example/``,
+            # bad punycode), a ``CONNECT`` with no target at all (llhttp reads ``CONNECT \r\n``
+            # as HTTP/0.9, with no URL). The rules read the target from the raw request line
+            # anyway (target.py refuses or routes it), so the request is built without the
+            # parsed URL.
             plain = message._replace(url=URL.build(path="/"))
             return super()._make_request(plain, payload, protocol, writer, task)
 

@@ -107,6 +107,9 @@ REFUSED: dict[str, tuple[bytes, int | set[int]]] = {
     # not a forward proxy; limits
     "absolute-form-foreign": (get(target=b"http://evil.example/api/x"), 403),
     "connect": (b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n", 405),
+    # found by the proxy fuzzer: aiohttp could not build these and left the connection hanging
+    "connect-without-target": (b"CONNECT \r\n\r\n", {400, 505}),
+    "absolute-form-bad-punycode": (get(target=b"https://xn--a.example/api/x"), 403),
     "long-request-line": (get(target=b"/api/" + b"x" * 9000), 414),
     "long-field": (get(b"X-Big: " + b"y" * 9000), 431),
     "many-fields": (get(*(b"X-%d: 1" % i for i in range(150))), 431),
@@ -243,5 +246,22 @@ def test_a_body_shorter_than_its_length_never_completes_upstream(
                 await client.send(get(target=b"/api/next").replace(b"{host}", door.host.encode()))
                 assert (await client.answer()).json()["line"] == "GET /api/next HTTP/1.1"
             assert door.a.lines == ["POST /api/x HTTP/1.1", "GET /api/next HTTP/1.1"]
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("target", [b"evil.example:443", b"/api/x"])
+def test_a_refused_connect_closes_the_connection(
+    tmp_path: Path, lane: str, parser: str, target: bytes
+) -> None:
+    # Found by the proxy fuzzer: under the pure-Python parser everything after a CONNECT's head
+    # is its tunnel, and the server waited for that endless body (10 s) before closing.
+    async def main() -> None:
+        async with front_door(tmp_path) as door, connect(door) as client:
+            await client.send(get(line=b"CONNECT " + target + b" HTTP/1.1").replace(
+                b"{host}", door.host.encode()))  # fmt: skip
+            assert (await client.answer()).status == 405
+            assert await client.is_closed()
+            assert door.forwarded == b""
 
     asyncio.run(main())
