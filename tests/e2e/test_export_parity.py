@@ -17,7 +17,7 @@ import shutil
 import socket
 import ssl
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from devstack.proxy.live.script import SCRIPT_TAG
 from devstack.tls.ca import client_context
-from tests.conditions import pid_alive, port_accepts, wait_until
+from tests.conditions import async_wait_until, pid_alive, port_accepts, wait_until
 from tests.e2e.conftest import DevstackRunner, start_examples
 
 CADDY = shutil.which("caddy") or "caddy"
@@ -255,10 +255,29 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         runner.close()
 
 
-def _session(front: Front) -> aiohttp.ClientSession:
+@contextlib.asynccontextmanager
+async def _session(front: Front) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client of one front door that, once closed, waits until its sockets are: a TLS
+    transport finishes closing on later turns of the loop, and a loop closed before that
+    leaves a socket behind (a ResourceWarning, an error here)."""
+    sockets: list[Any] = []
+
+    async def on_request_end(session: object, context: object,
+                             params: aiohttp.TraceRequestEndParams) -> None:
+        if params.response.connection is not None:
+            sockets.append(params.response.connection.transport.get_extra_info("socket"))
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(on_request_end)
     connector = aiohttp.TCPConnector(resolver=LoopbackResolver(), ssl=front.context)
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(
-        sock_read=REQUEST_SECONDS, sock_connect=REQUEST_SECONDS))
+    async with aiohttp.ClientSession(connector=connector, trace_configs=[trace],
+                                     timeout=aiohttp.ClientTimeout(
+                                         sock_read=REQUEST_SECONDS,
+                                         sock_connect=REQUEST_SECONDS)) as session:
+        yield session
+    await async_wait_until(lambda: all(s is None or s.fileno() == -1 for s in sockets),
+                           timeout=REQUEST_SECONDS, message=f"the connections to {front.name} "
+                           "to close")
 
 
 async def _ask(front: Front, case: Case) -> Answer:
