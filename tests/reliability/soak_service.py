@@ -1,0 +1,52 @@
+"""A service for the soak: plain answers, uploads, server-sent events and a websocket echo, on
+``$PORT``. Run as ``python -m tests.reliability.soak_service``."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+
+from aiohttp import web
+
+
+async def hello(request: web.Request) -> web.Response:
+    return web.Response(text=f"hello from {os.getpid()}")
+
+
+async def upload(request: web.Request) -> web.Response:
+    digest = hashlib.sha256()
+    async for chunk in request.content.iter_any():
+        digest.update(chunk)
+    return web.Response(text=digest.hexdigest())
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for i in range(int(request.query.get("n", "5"))):
+        await response.write(f"data: {i}\n\n".encode())
+        await asyncio.sleep(0.01)
+    await response.write_eof()
+    return response
+
+
+async def echo(request: web.Request) -> web.WebSocketResponse:
+    socket = web.WebSocketResponse()
+    await socket.prepare(request)
+    async for message in socket:
+        await socket.send_str(message.data)
+    return socket
+
+
+def main() -> None:
+    app = web.Application(client_max_size=0)
+    app.router.add_get("/{p:.*}/hello", hello)
+    app.router.add_post("/{p:.*}/upload", upload)
+    app.router.add_get("/{p:.*}/events", events)
+    app.router.add_get("/{p:.*}/ws", echo)
+    web.run_app(app, host="127.0.0.1", port=int(os.environ["PORT"]), print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()
