@@ -5,7 +5,7 @@ line (only a manifest with nothing in it has no line to name); never another exc
 Three sources of input: arbitrary text; YAML documents built from the schema's own keys with
 values of every type (reaching the checks behind the parser); and valid manifests mutated
 byte by byte. Procfiles get arbitrary text too. ``DEVSTACK_FUZZ_EXAMPLES`` (default 150) sets
-how many examples each test tries; the soak run (``-m soak``) tries far more.
+how many examples each test tries (thousands for a longer hunt).
 """
 
 from __future__ import annotations
