@@ -96,8 +96,8 @@ def request_headers(
     headers: Iterable[tuple[str, str]], *, client: str, host: str, prefix: str | None
 ) -> list[tuple[str, str]]:
     """The request headers a service receives: the client's own (Host included) minus
-    hop-by-hop ones, ``Expect``, ``Forwarded`` and any ``X-Forwarded-*``, then the proxy's ``X-Forwarded-*``
-    (an empty ``client`` or ``host`` is left out)."""
+    hop-by-hop ones, ``Expect``, ``Forwarded`` and any ``X-Forwarded-*``, then the proxy's
+    ``X-Forwarded-*`` (an empty ``client`` or ``host`` is left out)."""
     kept = _kept(headers, NOT_FORWARDED, CONNECTION)
     _add_forwarded(kept, X_FORWARDED, (client, FORWARDED_PROTO, host, prefix))
     return kept

@@ -236,8 +236,10 @@ class Family:
         return cls(int(pgid), mark, int(started)), float(timeout)
 
 
-def _live(pids: list[int]) -> list[int]:
-    return [pid for pid in pids if (fields := _stat_fields(pid)) and fields[0] not in (b"Z", b"X")]
+def is_alive(pid: int) -> bool:
+    """``pid`` exists and is not a zombie."""
+    fields = _stat_fields(pid)
+    return fields is not None and bool(fields) and fields[0] not in (b"Z", b"X")
 
 
 def kill_families(families: dict[int, tuple[Family, float]]) -> None:
@@ -257,7 +259,7 @@ def kill_families(families: dict[int, tuple[Family, float]]) -> None:
         if pending:
             time.sleep(POLL_SECONDS)
     for family, _ in families.values():
-        for pid in _live(sorted(family.unreachable)):
+        for pid in filter(is_alive, sorted(family.unreachable)):
             print(
                 f"devstack guardian: could not stop pid {pid} ({command_of(pid)}), left by a "
                 "service",

@@ -17,7 +17,7 @@ import os
 import signal
 from collections.abc import Callable
 
-from devstack.run.guardian import Guardian, command_of, group_members
+from devstack.run.guardian import Guardian, command_of, group_members, is_alive
 from devstack.run.output import LineSplitter
 from devstack.run.spawn import Spawned
 
@@ -175,7 +175,7 @@ class ServiceProcess:
             await asyncio.wait_for(asyncio.shield(self._exited), timeout)
         while True:
             # Cheap checks while something is known to live; one full look before saying "gone".
-            if group_members(family.pgid) or any(map(_is_alive, escapees)):
+            if group_members(family.pgid) or any(map(is_alive, escapees)):
                 if loop.time() >= deadline:
                     return False
                 await asyncio.sleep(GROUP_POLL_SECONDS)
@@ -196,12 +196,3 @@ class ServiceProcess:
             ", ".join(f"pid {pid} ({command_of(pid)})" for pid in survivors),
         )
 
-
-def _is_alive(pid: int) -> bool:
-    """``pid`` is alive and not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")
