@@ -261,6 +261,26 @@ def test_the_guardian_never_signals_a_group_it_cannot_prove_is_devstacks(
         stranger.wait()
 
 
+def test_a_stop_never_signals_a_group_it_cannot_prove_is_the_services(token: str) -> None:
+    # devstack's side of the same rule: a family whose leader is gone (its start time no longer
+    # matches) and whose group number a stranger now leads is signalled nowhere.
+    stranger = subprocess.Popen(
+        ["sleep", "4242"], start_new_session=True, env=with_token(dict(os.environ), token)
+    )
+    try:
+        for started in (0, guardian.start_time(stranger.pid) - 1):
+            family = guardian.Family(stranger.pid, "not-the-strangers-mark", started)
+            assert not family.owns_group(guardian.group_members(stranger.pid))
+            family.signal(signal.SIGKILL)
+            assert family.members() == []
+        assert stranger.poll() is None, "a stranger's group was signalled"
+        ours = guardian.Family(stranger.pid, "any", guardian.start_time(stranger.pid))
+        assert ours.owns_group(guardian.group_members(stranger.pid)), "the leader proves it"
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
 def test_a_hundred_crash_cycles_leave_no_zombie_and_no_process(tmp_path: Path, token: str) -> None:
     crash = "sh -c 'setsid sleep 4242 & sleep 4243 & exit 1'"
 
