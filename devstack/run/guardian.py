@@ -197,12 +197,15 @@ class Family:
                 found.append(int(entry))
         return found
 
-    def owns_group(self, members: list[int]) -> bool:
-        """Whether the group ``pgid`` (with these live ``members``) is provably this family's."""
+    def owns_group(self, members: list[int] | None = None) -> bool:
+        """Whether the group ``pgid`` is provably this family's: its leader still the process
+        spawned (one read of its start time, the usual case), or one of its live ``members``
+        (looked up when not given) carrying the mark."""
         if self.started and start_time(self.pgid) == self.started:
             return True
         needle = self._needle
-        return any(_carries(pid, needle) for pid in members)
+        group = group_members(self.pgid) if members is None else members
+        return any(_carries(pid, needle) for pid in group)
 
     def members(self) -> list[int]:
         """Live processes of the family: the group's (when it is provably the family's) and the
@@ -214,9 +217,8 @@ class Family:
 
     def signal(self, sig: int, escapees: list[int] | None = None) -> list[int]:
         """Send ``sig`` to the group (when provably the family's) and to every escapee (those
-        given, else found now); the escapees it signalled."""
-        group = group_members(self.pgid)
-        if group and self.owns_group(group):
+        given, else found now, once the group has its signal); the escapees it signalled."""
+        if self.owns_group():
             signal_group(self.pgid, sig)
         needle, signalled = self._needle, []
         for pid in self.escapees() if escapees is None else escapees:
