@@ -124,3 +124,46 @@ def test_every_fault_is_a_502_or_a_cut_and_the_proxy_stays_up(tmp_path: Path, la
         return wrong
 
     assert asyncio.run(main()) == {}
+
+
+def test_a_pooled_connection_closed_by_the_service_never_loses_or_repeats_a_post(
+    tmp_path: Path, lane: str
+) -> None:
+    # The service answers and closes without saying so (no Connection: close): the proxy's
+    # pooled connection is dead when the next request comes. Each POST must reach the service
+    # exactly once, and each client get its own answer.
+    bodies: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(f.split(b":")[1]) for f in head.split(b"\r\n")
+                          if f.lower().startswith(b"content-length:"))  # fmt: skip
+            body = await reader.readexactly(length)
+            bodies.append(body)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, StopIteration):
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            spec = make_spec(tmp_path, {"api": port}, (RouteSpec(path="/api", service="api"),))
+            async with (
+                running_proxy(spec, StandInDirectory({"api": port})) as proxy,
+                verified_client() as client,
+            ):
+                for i in range(20):
+                    data = b"post %d" % i
+                    async with client.post(f"{proxy.url}/api/x", data=data) as resp:
+                        assert (resp.status, await resp.read()) == (200, data), i
+        finally:
+            server.close()
+            await server.wait_closed()
+        assert bodies == [b"post %d" % i for i in range(20)]
+
+    asyncio.run(main())
