@@ -16,7 +16,8 @@ exits, a descendant of anything devstack knows. So every service's environment c
 ``DEVSTACK_SERVICE_MARK`` (random, one per spawn), which every descendant inherits whatever group
 or session it moves to (as Jenkins finds a build's escaped processes by the ``BUILD_ID`` in
 their environment). A process that clears its environment *and* leaves its group cannot be found
-this way; nor can one that changes its user (its environment is not readable any more). Neither
+this way; nor can one that changes its user (its environment is not readable any more). This
+needs Linux's ``/proc``; elsewhere (macOS) the process group alone is stopped, as before. Neither
 the subreaper (``PR_SET_CHILD_SUBREAPER``, which would make devstack the parent of every orphan
 and the reaper of their zombies) nor cgroups (not delegated to a user's terminal session) is
 used.
@@ -42,6 +43,9 @@ import time
 from collections.abc import Iterator
 
 POLL_SECONDS = 0.02
+_HAS_PROC = os.path.isdir("/proc/self")
+"""Linux: processes' groups, start times and environments can be read; elsewhere only the
+process group is signalled, as it always was."""
 MARK_VARIABLE = "DEVSTACK_SERVICE_MARK"
 """In every service's environment: which spawn of which service a process descends from."""
 
@@ -201,6 +205,8 @@ class Family:
         """Whether the group ``pgid`` is provably this family's: its leader still the process
         spawned (one read of its start time, the usual case), or one of its live ``members``
         (looked up when not given) carrying the mark."""
+        if not _HAS_PROC:  # no way to tell (macOS): the group is taken to be the family's
+            return True
         if self.started and start_time(self.pgid) == self.started:
             return True
         needle = self._needle
