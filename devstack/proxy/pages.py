@@ -178,7 +178,11 @@ def page(
 ) -> web.Response:
     """One of the proxy's own answers; never cached, marked as coming from devstack."""
     content_type, text = page_content(status, title, body_html, facts, as_json=wants_json(request))
-    return web.Response(status=status, text=text, content_type=content_type, headers=PAGE_HEADERS)
+    # What a page echoes from the request (an Origin, say) may hold header bytes that are not
+    # UTF-8, which arrive as lone surrogates: they are written as escapes, never a 500.
+    body = text.encode("utf-8", "backslashreplace")
+    return web.Response(status=status, body=body, content_type=content_type, charset="utf-8",
+                        headers=PAGE_HEADERS)  # fmt: skip
 
 
 PAGE_HEADERS = {"Cache-Control": "no-store", "X-Devstack": "proxy"}

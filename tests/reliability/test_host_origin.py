@@ -255,3 +255,21 @@ def _listens_on_tcp(pid: int) -> bool:
                 if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
                     return True
     return False
+
+
+def test_an_origin_that_is_not_utf8_is_refused_without_a_traceback(
+    tmp_path: Path, lane: str, parser: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by the proxy fuzzer: under the pure-Python parser a header's bytes that are not
+    # UTF-8 arrive as surrogates, and the page echoing the Origin could not be encoded (a 500
+    # and a traceback).
+    async def main() -> None:
+        async with front_door(tmp_path) as door:
+            for target in (b"/_devstack/live.js", b"/_devstack/live"):
+                request = get(b"Origin: https://\xff\xfe.example", target=target)
+                answer = await answer_to(door, request)
+                assert answer.status == 403, target
+            assert door.forwarded == b""
+
+    asyncio.run(main())
+    assert [r for r in caplog.records if r.exc_info] == []
