@@ -2,7 +2,8 @@
 
 Each example is a request built from a grammar of methods, targets, versions, header fields,
 framings and bodies, then mutated byte by byte (CR, LF, NUL, spaces, colons, high bytes), and
-followed by a plain sentinel request with ``Connection: close``. Whatever the bytes, the proxy
+followed by a plain sentinel request with ``Connection: close``; one in four goes as plain HTTP
+(the port's redirector), the rest over TLS. Whatever the bytes, the proxy
 must answer or close within a deadline (no hang), never log a traceback, keep serving, and
 forward nothing that a strict HTTP/1.1 server (nginx's rules: one Host, one framing, CRLF
 lines, no bytes a field may not hold) would not take as clean requests: the service stubs here
@@ -184,11 +185,11 @@ async def fuzzed_proxy(tmp_path: Path) -> AsyncIterator[tuple[Proxy, StrictServi
             await server.wait_closed()
 
 
-async def exchange(port: int, data: bytes) -> bytes:
-    """Send ``data`` on a fresh TLS connection; what came back before the proxy closed it."""
-    reader, writer = await asyncio.open_connection(
-        "127.0.0.1", port, ssl=client_context(), server_hostname="localhost"
-    )
+async def exchange(port: int, data: bytes, *, tls: bool = True) -> bytes:
+    """Send ``data`` on a fresh connection (TLS, or plain HTTP, which the same port answers
+    with redirects); what came back before the proxy closed it."""
+    secure = {"ssl": client_context(), "server_hostname": "localhost"} if tls else {}
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, **secure)  # type: ignore[arg-type]
     try:
         writer.write(data)
         async with asyncio.timeout(DEADLINE):
@@ -217,11 +218,13 @@ def test_random_raw_requests_never_crash_hang_or_reach_a_service_unclean(
             examples = [generator.request() for _ in range(EXAMPLES)]
             limit = asyncio.Semaphore(CONCURRENCY)
 
-            async def one(data: bytes) -> bytes:
+            async def one(data: bytes, tls: bool) -> bytes:
                 async with limit:
-                    return await exchange(proxy.port, data + sentinel)
+                    return await exchange(proxy.port, data + sentinel, tls=tls)
 
-            answers = await asyncio.gather(*(one(data) for data in examples))
+            answers = await asyncio.gather(
+                *(one(data, tls=i % 4 != 0) for i, data in enumerate(examples))
+            )
             for data, answer in zip(examples, answers, strict=True):
                 assert answer == b"" or answer.startswith(b"HTTP/"), (data[:200], answer[:200])
                 assert b"smuggled" not in answer
