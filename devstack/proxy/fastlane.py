@@ -14,6 +14,8 @@ is ready or to a static folder.
   :mod:`devstack.proxy.static` (its cache checked against the disk, the same rules as the full
   proxy): a small file's head and body in one write, a large one streamed with back-pressure
   (:class:`devstack.proxy.static.lane.FileStream`). ``Connection: close`` is honoured here.
+  A request whose very head was answered before is answered again from memory while the files
+  that answer rested on are unchanged (:meth:`devstack.proxy.static.cache.FileCache.recall`).
 
 Everything else is *handed over*: the connection, with the bytes not answered yet, goes to
 aiohttp's server (the full proxy of :mod:`devstack.proxy.server`) and stays there. That covers
@@ -215,6 +217,14 @@ class FastPath(asyncio.Protocol):
         """Answer the request at the start of ``data`` here, or hand the connection over."""
         end = data.find(b"\r\n\r\n")
         head = data[: end + 4]
+        if end >= 0:
+            recalled = self.lane.files.recall(self.lane.table, head)
+            if recalled is not None:  # this very request was answered before: the same again
+                self._head, self._pending = head, data[end + 4 :]
+                static_lane.send_again(self, recalled)
+                if not recalled.close:
+                    self.answered()
+                return
         if end < 0 or end > _SHORT_HEAD or not head.isascii():
             self._hand_over(data)
             return
@@ -293,7 +303,10 @@ class FastPath(asyncio.Protocol):
             fd = answer.source.open()
             if fd is None:  # changed since it was looked at: the full proxy looks again
                 return False
-        stream = static_lane.send(self, answer, fd, close=wants_close)
+        stream, recalled = static_lane.send(self, answer, fd, close=wants_close)
+        if recalled is not None and answer.holder is not None and answer.basis is not None:
+            self.lane.files.remember(self.lane.table, self._head, answer.holder, answer.basis,
+                                     recalled)  # fmt: skip
         if stream is not None:
             self._relay = stream
         elif not wants_close:

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from devstack.proxy.static.answer import accepted_codings, byte_range
-from devstack.proxy.static.cache import CACHED_FILE_MAX_BYTES, FileCache, FileVersion
+from devstack.proxy.static.cache import (
+    CACHED_FILE_MAX_BYTES,
+    MEMO_MAX_ENTRIES,
+    FileCache,
+    FileVersion,
+    Recalled,
+)
 from devstack.proxy.static.locate import Found
 
 AN_HOUR_AGO = -3600.0
@@ -137,3 +143,23 @@ def test_byte_ranges(value: str, expected: tuple[int, int] | None) -> None:
 )
 def test_accepted_codings(value: str, expected: set[str]) -> None:
     assert accepted_codings(value) == expected
+
+
+def test_remembered_answers_are_bounded_and_go_with_the_files_they_carry(tmp_path: Path) -> None:
+    cache = FileCache(max_bytes=2000)
+    for name in "abc":
+        write(tmp_path / name, name.encode() * 1000)
+    a = version(cache.get(tmp_path, "/a"))
+    basis = ((a.located.path, a.identity),)
+    assert a.content is not None
+    answer = Recalled(b"HTTP/1.1 200 OK\r\n", a.content, False)
+    cache.remember("proxy", b"GET /a HTTP/1.1\r\n\r\n", a, basis, answer)
+    assert cache.recall("proxy", b"GET /a HTTP/1.1\r\n\r\n") == answer
+    assert cache.recall("another proxy", b"GET /a HTTP/1.1\r\n\r\n") is None
+    for head in range(MEMO_MAX_ENTRIES + 10):
+        cache.remember("proxy", b"GET /a?%d HTTP/1.1\r\n\r\n" % head, a, basis, answer)
+    assert cache.remembered == MEMO_MAX_ENTRIES
+    cache.get(tmp_path, "/b")
+    cache.get(tmp_path, "/c")  # a is dropped: its answers too, and their hold on its bytes
+    assert cache.remembered == 0
+    assert cache.recall("proxy", b"GET /a?5 HTTP/1.1\r\n\r\n") is None

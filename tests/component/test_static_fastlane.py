@@ -19,7 +19,7 @@ import pytest
 from devstack.manifest.spec import RouteSpec
 from devstack.proxy.live.script import SCRIPT_TAG
 from devstack.proxy.server import Proxy
-from devstack.proxy.static.cache import CACHED_FILE_MAX_BYTES, CONTENT_TYPES
+from devstack.proxy.static.cache import CACHED_FILE_MAX_BYTES, CONTENT_TYPES, FILES
 from devstack.proxy.static.lane import PIECE_BYTES
 from tests.component.test_proxy_fastlane import Client, client, get
 from tests.component.test_proxy_harness import (
@@ -289,5 +289,83 @@ def test_a_large_file_waits_for_a_client_that_does_not_read(site: Path, fast: st
                 assert chunk, "the whole file arrives"
                 received += len(chunk)
             assert (await fetch(c, "/app.js"))[2] == SMALL, "the connection goes on"
+
+    asyncio.run(main())
+
+
+def test_an_answer_is_given_again_only_while_every_file_it_rested_on_is_the_same(
+    site: Path, fast: str
+) -> None:
+    """The fast lane remembers answers by request head (devstack/proxy/static/cache.py): the
+    same request to a quiet file is answered again from memory, and any change to the file, a
+    sibling appearing or going, or a symlink retargeted, is decided afresh."""
+    public = site / "public"
+    an_hour_ago = os.stat(public / "app.js").st_mtime - 3600
+
+    def quiet(path: Path, age: float = 0.0) -> None:
+        os.utime(path, (an_hour_ago + age, an_hour_ago + age))
+
+    quiet(public / "app.js")
+    link = public / "current.js"
+    link.symlink_to(public / "app.js")
+    (site / "secret.js").write_text("top secret")
+
+    async def main() -> None:
+        files = FILES
+        async with proxy_for(site) as proxy, client(proxy) as c:
+            accept = "Accept-Encoding: gzip, br"
+            assert (await fetch(c, "/app.js", accept))[2] == SMALL
+            before = files.recalls
+            assert (await fetch(c, "/app.js", accept))[2] == SMALL
+            assert files.recalls == before + 1, "the same request, answered from memory"
+            # A sibling appears: the request is decided again.
+            (public / "app.js.gz").write_bytes(gzip.compress(SMALL))
+            _, headers, body = await fetch(c, "/app.js", accept)
+            assert headers.get("content-encoding") == "gzip" and body == gzip.compress(SMALL)
+            (public / "app.js.gz").unlink()
+            _, headers, body = await fetch(c, "/app.js", accept)
+            assert "content-encoding" not in headers and body == SMALL
+            # The file changes without changing size, an hour later than before.
+            (public / "app.js").write_bytes(SMALL.upper())
+            quiet(public / "app.js", 1.0)
+            assert (await fetch(c, "/app.js", accept))[2] == SMALL.upper()
+            # A symlink retargeted, inside the folder then out of it.
+            assert (await fetch(c, "/current.js"))[2] == SMALL.upper()
+            assert (await fetch(c, "/current.js"))[2] == SMALL.upper()
+            link.unlink()
+            link.symlink_to(public / "index.html")
+            quiet(public / "index.html")
+            assert (await fetch(c, "/current.js"))[2] == b"<h1>home</h1>"
+            link.unlink()
+            link.symlink_to(site / "secret.js")
+            status, _, body = await fetch(c, "/current.js")
+            assert status == 404 and b"secret" not in body
+            (public / "app.js").unlink()
+            assert (await fetch(c, "/app.js", accept))[0] == 404
+
+    asyncio.run(main())
+
+
+def test_answers_are_remembered_per_proxy(tmp_path: Path, fast: str) -> None:
+    """The same request bytes to two proxies with other routes are two requests."""
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        write = tmp_path / name / "same.txt"
+        write.write_text(name)
+        os.utime(write, (1e9, 1e9))
+
+    async def main() -> None:
+        specs = [
+            make_spec(tmp_path, {"api": 1}, (RouteSpec(path="/", static=Path(name)),))
+            for name in ("one", "two")
+        ]
+        async with (
+            running_proxy(specs[0], StandInDirectory({"api": 1})) as one,
+            running_proxy(specs[1], StandInDirectory({"api": 1})) as two,
+        ):
+            for _ in range(2):
+                for proxy, expected in ((one, b"one"), (two, b"two")):
+                    async with client(proxy) as c:
+                        assert (await fetch(c, "/same.txt"))[2] == expected
 
     asyncio.run(main())

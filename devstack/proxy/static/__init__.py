@@ -2,8 +2,8 @@
 
 - :mod:`.locate`: where a request path lands, and what is refused (traversal, dotfiles, symlinks
   leaving the folder, listings).
-- :mod:`.cache`: what is remembered between requests (checked against the disk every time; the
-  memory it may take).
+- :mod:`.cache`: what is remembered between requests, files and answers (checked against the
+  disk every time; the memory it may take).
 - :mod:`.answer`: the answer to a GET or HEAD, for both lanes: the live page, precompressed
   siblings, ETag / Last-Modified / 304 / 412, ranges (206, 416).
 - :mod:`.lane`: the fast lane's side: an answer written in one piece, or a large file streamed

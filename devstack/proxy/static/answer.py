@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from devstack.proxy.live.script import SCRIPT_TAG
-from devstack.proxy.static.cache import FileCache, FileVersion, file_fields
+from devstack.proxy.static.cache import Basis, FileCache, FileVersion, file_fields
 from devstack.proxy.static.locate import Found
 
 LIVE_PAGE_MAX_BYTES = 4 * 1024 * 1024
@@ -93,6 +93,11 @@ class FileAnswer(NamedTuple):
     length: int = 0
     source: FileVersion | None = None
     offset: int = 0
+    holder: FileVersion | None = None
+    """The file (or sibling) whose bytes or validators the answer carries."""
+    basis: Basis | None = None
+    """The files the answer was decided on, as they were (``None``: it cannot be given again
+    on their word alone: a page with the live-reload script, a file modified moments ago)."""
 
     @property
     def has_length(self) -> bool:
@@ -105,6 +110,8 @@ class _Chosen(NamedTuple):
     etag: str
     body: bytes | None
     """Bytes to send instead of the file's own (the live page), or ``None``."""
+    siblings: Basis | None
+    """The siblings looked for and what each path held (``None`` for the live page)."""
 
 
 def answer_file(
@@ -116,6 +123,15 @@ def answer_file(
     if isinstance(found, Found):
         return found
     chosen = _choose(cache, root, found, request, live_reload=live_reload)
+    version = chosen.version
+    basis = None
+    if chosen.siblings is not None and not found.is_racy and not version.is_racy:
+        basis = ((found.located.path, found.identity), *chosen.siblings)
+    answer = _answer(chosen, request)
+    return answer._replace(holder=version, basis=basis)
+
+
+def _answer(chosen: _Chosen, request: FileRequest) -> FileAnswer:
     version = chosen.version
     # A large file modified moments ago may keep its ETag through a second edit: never "same".
     trusted = version.content is not None or not version.is_racy
@@ -153,7 +169,7 @@ def _choose(cache: FileCache, root: Path, version: FileVersion, request: FileReq
             live_reload: bool) -> _Chosen:  # fmt: skip
     """The representation to send: the live page, a precompressed sibling or the file."""
     if request.range is not None:
-        return _Chosen(version, version.fields, version.etag, None)
+        return _Chosen(version, version.fields, version.etag, None, ())
     if live_reload and version.is_html and version.size <= LIVE_PAGE_MAX_BYTES:
         content = version.content
         if content is None:  # between the cache's limit and the live page's
@@ -161,18 +177,20 @@ def _choose(cache: FileCache, root: Path, version: FileVersion, request: FileReq
                 content = file.read()
         etag = version.etag[:-1] + '-live"'
         fields = file_fields(version.content_type, etag, version.last_modified)
-        return _Chosen(version, fields, etag, content + SCRIPT_TAG)
+        return _Chosen(version, fields, etag, content + SCRIPT_TAG, None)
+    looked: Basis = ()
     if request.accept_encoding:
         accepted = accepted_codings(request.accept_encoding)
         for coding, extension in PRECOMPRESSED:
             if coding not in accepted:
                 continue
-            sibling = cache.sibling(root, version, extension)
+            sibling, held = cache.sibling(root, version, extension)
+            looked += ((version.located.path + extension, held),)
             if sibling is not None:
                 fields = file_fields(version.content_type, sibling.etag, sibling.last_modified,
                                      coding)  # fmt: skip
-                return _Chosen(sibling, fields, sibling.etag, None)
-    return _Chosen(version, version.fields, version.etag, None)
+                return _Chosen(sibling, fields, sibling.etag, None, looked)
+    return _Chosen(version, version.fields, version.etag, None, looked)
 
 
 def accepted_codings(value: str) -> frozenset[str]:

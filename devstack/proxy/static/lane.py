@@ -21,6 +21,7 @@ from typing import Protocol
 from aiohttp.http import SERVER_SOFTWARE
 
 from devstack.proxy.static.answer import FILE_REQUEST_HEADERS, FileAnswer, FileRequest
+from devstack.proxy.static.cache import Recalled
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ _STATUS_LINES = {
     416: b"HTTP/1.1 416 Range Not Satisfiable\r\n",
 }
 _SERVER = b"Server: " + SERVER_SOFTWARE.encode() + b"\r\n"
+_CLOSING = {True: b"Connection: close\r\n\r\n", False: b"\r\n"}
+"""The end of a head: with ``Connection: close`` or without."""
 _FIELDS = {name.encode(): field for name, field in FILE_REQUEST_HEADERS.items()}
 
 
@@ -85,33 +88,37 @@ def file_request(headers: list[tuple[bytes, bytes]], *, is_head: bool) -> FileRe
 
 
 def send(front: StreamFront, answer: FileAnswer, fd: int | None, *,
-         close: bool) -> FileStream | None:  # fmt: skip
-    """Write ``answer`` (its file open as ``fd`` when it is streamed from disk); the stream
-    when the body goes on after this call, else ``None`` (all written). ``close``: say
+         close: bool) -> tuple[FileStream | None, Recalled | None]:  # fmt: skip
+    """Write ``answer`` (its file open as ``fd`` when it is streamed from disk). Returns the
+    stream when the body goes on after this call (else ``None``: all written), and the answer
+    as it can be written again (:meth:`FileCache.recall`) when it can. ``close``: say
     ``Connection: close`` and close after the answer."""
-    transport = front.transport
-    lines: list[bytes | memoryview] = [_STATUS_LINES[answer.status], answer.fields]
+    head = _STATUS_LINES[answer.status] + answer.fields
     if answer.has_length:
-        lines.append(b"Content-Length: %d\r\n" % answer.length)
-    lines += (date_line(), _SERVER)
-    if close:
-        lines.append(b"Connection: close\r\n")
-    lines.append(b"\r\n")
+        head += b"Content-Length: %d\r\n" % answer.length
     body = answer.body
     if fd is None and len(body) <= ONE_WRITE_BYTES:
-        lines.append(body)
-        transport.write(b"".join(lines))
-        if close:
-            transport.close()
-        return None
-    transport.write(b"".join(lines))
+        recalled = Recalled(head, body, close)
+        send_again(front, recalled)
+        return None, recalled if answer.basis is not None else None
+    transport = front.transport
+    transport.write(b"".join((head, date_line(), _SERVER, _CLOSING[close])))
     stream = FileStream(front, body if fd is None else fd, answer.offset, answer.length,
                         close=close)  # fmt: skip
     if not stream.pump():
-        return stream
+        return stream, None
     if close:
         transport.close()
-    return None
+    return None, None
+
+
+def send_again(front: StreamFront, answer: Recalled) -> None:
+    """Write a whole answer in one write (the head, with today's Date, and the body)."""
+    transport = front.transport
+    transport.write(b"".join((answer.head, date_line(), _SERVER, _CLOSING[answer.close],
+                              answer.body)))  # fmt: skip
+    if answer.close:
+        transport.close()
 
 
 class FileStream:
