@@ -46,6 +46,7 @@ declared ports, default readiness (TCP) and no routes.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -67,6 +68,7 @@ YAML_NAMES = ("devstack.yaml", "devstack.yml")
 PROCFILE_NAME = "Procfile"
 DOTENV_NAME = ".env"
 
+_ROUTE_ITEM = re.compile(r"routes\[\d+\]")
 _WELL_KNOWN_PORTS = {22: "ssh", 25: "smtp", 53: "domain", 80: "http", 443: "https"}
 _PROTOCOL_NAMES = {"domain": "DNS"}
 
@@ -327,6 +329,11 @@ def _cycles(graph: Mapping[str, Sequence[str]]) -> list[list[str]]:
 
 
 def _check_routes(spec: StackSpec, ld: Loading) -> None:
+    items = sum(1 for key in ld.lines if _ROUTE_ITEM.fullmatch(key))
+    if len(spec.routes) != items:
+        # An item that is not a mapping was dropped (and reported): the routes after it no
+        # longer sit at their index, so checks naming routes[N] would name the wrong one.
+        return
     seen: dict[tuple[str | None, str], int] = {}
     for index, route in enumerate(spec.routes):
         key = f"routes[{index}]"

@@ -172,3 +172,13 @@ def test_a_character_yaml_forbids_is_an_error_with_its_line() -> None:
         load_text("services:\n  web:\n    command: a\x1fb\n", ROOT / "devstack.yaml")
     assert error.value.line == 3
     assert "U+001F is not allowed" in error.value.message
+
+
+def test_a_route_that_is_not_a_mapping_does_not_shift_the_others() -> None:
+    # Found by the fuzzer: routes[0] was dropped, routes[1] became the spec's first, and its
+    # error was reported as routes[0], with no line.
+    with pytest.raises(ManifestError) as error:
+        load_text("routes:\n- []\n- service: ''\n  path: /\n", ROOT / "devstack.yaml")
+    problems = error.value.errors if isinstance(error.value, ManifestErrors) else (error.value,)
+    assert all(p.line is not None for p in problems), [p.format() for p in problems]
+    assert not any(p.key and p.key.startswith("routes[0].") for p in problems)
