@@ -41,6 +41,9 @@ FAULTS: dict[str, tuple[bytes, str]] = {
     "closed-at-once": (b"", "502"),
     "no-status-line": (b"hello\r\n\r\n", "502"),
     "status-out-of-range": (b"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok", "502"),
+    # found by the answer fuzzer: passed on by the fast lane, a 500 and a traceback on the full
+    "nul-in-the-reason": (b"HTTP/1.1 404 Not\x00Found\r\nContent-Length: 4\r\n\r\nnope", "502"),
+    "cr-in-the-reason": (b"HTTP/1.1 404 Not\rFound\r\nContent-Length: 4\r\n\r\nnope", "502"),
     "status-junk": (b"HTTP/1.1 2x0 OK\r\nContent-Length: 2\r\n\r\nok", "502"),
     "field-without-colon": (b"HTTP/1.1 200 OK\r\nBad Field\r\nContent-Length: 2\r\n\r\nok", "502"),
     "nul-in-a-field": (b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 2\r\n\r\nok", "502"),

@@ -11,6 +11,7 @@ relays it, :mod:`devstack.proxy.relay` writes it straight to the client. The poo
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from typing import cast
 
@@ -28,6 +29,15 @@ writing one endless header line would grow the proxy's memory without end."""
 class AnswerHeadTooLarge(Exception):
     def __init__(self) -> None:
         super().__init__(f"the answer's head is larger than {MAX_ANSWER_HEAD_BYTES} bytes")
+
+
+class MalformedAnswer(Exception):
+    """An answer httptools reads but that must not be passed on (a byte RFC 9112 forbids)."""
+
+
+_FORBIDDEN_IN_REASON = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+"""A reason phrase is ``*( HTAB / SP / VCHAR / obs-text )`` (RFC 9112 section 4): any other
+control byte (NUL, CR, LF, ...) makes the answer malformed (502), never passed on."""
 
 
 class _HeadDone(Exception):
@@ -136,6 +146,8 @@ class Connection(asyncio.Protocol):
     # httptools callbacks
 
     def on_status(self, status: bytes) -> None:
+        if _FORBIDDEN_IN_REASON.search(status):
+            raise MalformedAnswer("the answer's reason phrase holds a control character")
         if self.exchange is not None:
             self.exchange.reason = status
 
