@@ -159,6 +159,65 @@ def _pidfd_signal(pid: int, sig: int, needle: bytes) -> bool:
     return True
 
 
+SHARED_LOOK_SECONDS = 0.05
+"""How old a look at ``/proc`` may be for finding the escapees to signal (not for the final one)."""
+
+
+class _Looks:
+    """The latest look at ``/proc``, shared by every family of this process, and the marks read
+    so far. A process's mark is read from its environment once: it is keyed by pid and start
+    time (one process for good), and forgotten once that process is gone."""
+
+    taken_at = -1.0
+    rows: list[tuple[int, int, int]] = []
+    marks: dict[tuple[int, int], str | None] = {}
+
+
+def look(since: float) -> list[tuple[int, int, int]]:
+    """``(pid, pgrp, start time)`` of every live process, from a look at ``/proc`` taken at
+    ``since`` (``time.monotonic()``) or later: the latest one if it is recent enough."""
+    if _Looks.taken_at >= since:
+        return _Looks.rows
+    taken_at = time.monotonic()
+    rows = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        entries = []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        fields = _stat_fields(entry)
+        if fields is None or len(fields) <= 19 or fields[0] in (b"Z", b"X"):
+            continue
+        rows.append((int(entry), int(fields[2]), int(fields[19])))
+    _Looks.taken_at, _Looks.rows = taken_at, rows
+    live = {(pid, started) for pid, _, started in rows}
+    _Looks.marks = {key: mark for key, mark in _Looks.marks.items() if key in live}
+    return rows
+
+
+def mark_of(pid: int, started: int) -> str | None:
+    """The service mark in the environment of process ``pid`` (started at ``started``)."""
+    key = (pid, started)
+    if key not in _Looks.marks:
+        _Looks.marks[key] = _read_mark(pid)
+    return _Looks.marks[key]
+
+
+def _read_mark(pid: int) -> str | None:
+    prefix = f"{MARK_VARIABLE}=".encode()
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read()
+    except OSError:  # gone, or no longer ours to read
+        return None
+    for variable in environ.split(b"\0"):
+        if variable.startswith(prefix):
+            return variable[len(prefix):].decode(errors="replace")
+    return None
+
+
 class Family:
     """Every process of one spawn of a service: the process group led by the spawned process
     (``pgid``), and every process carrying ``mark`` in its environment, in whatever group or
@@ -177,29 +236,16 @@ class Family:
     def _needle(self) -> bytes:
         return f"{MARK_VARIABLE}={self.mark}".encode()
 
-    def escapees(self) -> list[int]:
+    def escapees(self, *, since: float | None = None) -> list[int]:
         """Live processes carrying the mark outside the group (started no earlier than the
-        leader: a descendant cannot be older; that spares reading most environments)."""
-        needle, found = self._needle, []
-        try:
-            entries = os.listdir("/proc")
-        except OSError:
-            return []
-        for entry in entries:
-            if not entry.isdigit():
-                continue
-            fields = _stat_fields(entry)
-            if (
-                fields is None
-                or len(fields) <= 19
-                or fields[0] in (b"Z", b"X")
-                or int(fields[2]) == self.pgid
-                or int(fields[19]) < self.started
-            ):
-                continue
-            if _carries(entry, needle):
-                found.append(int(entry))
-        return found
+        leader: a descendant cannot be older). From a look at ``/proc`` taken at ``since`` or
+        later (default: now), shared with every other family (see :func:`look`)."""
+        return [
+            pid
+            for pid, pgrp, started in look(time.monotonic() if since is None else since)
+            if pgrp != self.pgid and started >= self.started
+            and mark_of(pid, started) == self.mark
+        ]
 
     def owns_group(self, members: list[int] | None = None) -> bool:
         """Whether the group ``pgid`` is provably this family's: its leader still the process
@@ -226,8 +272,13 @@ class Family:
         given, else found now, once the group has its signal); the escapees it signalled."""
         if self.owns_group():
             signal_group(self.pgid, sig)
+        if escapees is None:
+            # A look up to SHARED_LOOK_SECONDS old will do: whatever forked since is found by
+            # the look the stop takes once the group is gone. Stopping twenty services at once
+            # then reads /proc once, not twenty times.
+            escapees = self.escapees(since=time.monotonic() - SHARED_LOOK_SECONDS)
         needle, signalled = self._needle, []
-        for pid in self.escapees() if escapees is None else escapees:
+        for pid in escapees:
             if _pidfd_signal(pid, sig, needle):
                 signalled.append(pid)
             else:

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 
 from devstack.run.guardian import Guardian, command_of, group_members, is_alive
@@ -174,13 +175,17 @@ class ServiceProcess:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._exited), timeout)
         while True:
-            # Cheap checks while something is known to live; one full look before saying "gone".
+            # Cheap checks while something is known to live; one full look before saying "gone",
+            # taken after the group was seen empty (families stopping together share it).
             if group_members(family.pgid) or any(map(is_alive, escapees)):
                 if loop.time() >= deadline:
                     return False
                 await asyncio.sleep(GROUP_POLL_SECONDS)
                 continue
-            late = [pid for pid in family.escapees() if pid not in family.unreachable]
+            emptied = time.monotonic()
+            await asyncio.sleep(0)  # the other families seen empty in this turn look once
+            late = [pid for pid in family.escapees(since=emptied)
+                    if pid not in family.unreachable]
             if not late:
                 return self._exited.done()
             escapees = family.signal(sig, late)
