@@ -103,6 +103,12 @@ class Stack:
             async with asyncio.TaskGroup() as group:
                 supervising = group.create_task(supervisor.run())
                 group.create_task(control.serve(supervising))
+                if self.oneshot is not None:
+                    # Not after the proxy's start: its sockets listen already (connections wait
+                    # in their backlog until it accepts), and its imports take longer than many
+                    # services take to be ready.
+                    proxy_url = launch.listeners.origin if launch.listeners is not None else None
+                    group.create_task(self.oneshot.run(supervisor, proxy_url, launch.trust))
                 if launch.listeners is not None:
                     frontend = await self._start_frontend(supervisor, supervising, launch.listeners)
                     launch.listeners = None  # the proxy owns them now
@@ -112,10 +118,6 @@ class Stack:
                     proxy_url=frontend.url if frontend else None,
                 )
                 group.create_task(self._report_start(supervisor, frontend))
-                if self.oneshot is not None:
-                    group.create_task(self.oneshot.run(
-                        supervisor, frontend.url if frontend else None, launch.trust
-                    ))
                 if self._reload is not None:
                     group.create_task(self._watch(supervisor, supervising, frontend))
         finally:

@@ -93,6 +93,10 @@ class OneShot:
             return
         try:
             self.code = exit_status(await self._process.wait())
+        except asyncio.CancelledError:  # devstack fails under the command: it stops too
+            with contextlib.suppress(ProcessLookupError):
+                self._process.terminate()
+            raise
         finally:
             self._process = None
         if self.code != 0:
