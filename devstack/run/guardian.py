@@ -159,8 +159,10 @@ def _pidfd_signal(pid: int, sig: int, needle: bytes) -> bool:
     return True
 
 
-SHARED_LOOK_SECONDS = 0.05
-"""How old a look at ``/proc`` may be for finding the escapees to signal (not for the final one)."""
+SHARED_LOOK_SECONDS = 1.0
+"""How old a look at ``/proc`` may be for finding the escapees to signal first (never for the
+final look, taken once the group is empty): one look serves a whole shutdown wave, and an escapee
+it misses is found, and signalled, by the final look."""
 
 
 class _Looks:
