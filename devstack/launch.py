@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from devstack.errors import ServiceStartError
 from devstack.manifest.spec import ServiceSpec, StackSpec
 from devstack.proxy.bind import Listeners, bind_proxy
-from devstack.run.guardian import Guardian, kill_groups
+from devstack.run.guardian import Guardian, kill_families
 from devstack.run.lock import RunLock
 from devstack.run.output import Printer
 from devstack.run.ports import PortAssignment, assign_ports
@@ -65,7 +65,9 @@ class EarlySpawner(Spawner):
     def close(self) -> None:
         """Stop what was spawned early and never taken: nobody reads its output."""
         early, self._early = self._early, {}
-        kill_groups({s.popen.pid: service.stop_timeout_seconds for service, s in early.values()})
+        kill_families({
+            s.popen.pid: (s.family, service.stop_timeout_seconds) for service, s in early.values()
+        })  # the group and whatever left it (a daemon forked at start-up)
         for _, spawned in early.values():
             spawned.popen.wait()
             os.close(spawned.output_fd)
