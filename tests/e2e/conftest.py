@@ -86,6 +86,12 @@ class DevstackRunner:
         self.log_dir = log_dir
         self.runs: list[DevstackProcess] = []
         self.env = dict(os.environ, NO_COLOR="1")
+        # Services run `python ...`: the interpreter with the stack's packages first on PATH,
+        # whatever the fixture's scope (a module-scoped one runs before `activated_environment`).
+        bin_dir = os.path.dirname(sys.executable)
+        path = self.env.get("PATH", "")
+        if path.split(os.pathsep)[0] != bin_dir:
+            self.env["PATH"] = bin_dir + os.pathsep + path
 
     def start(self, *args: str, cwd: Path | None = None) -> DevstackProcess:
         log = self.log_dir / f"devstack-{len(self.runs)}.log"
