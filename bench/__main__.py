@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import shutil
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from bench import ci, profile, proxy, reload, static, supervise
+from bench import ci, profile, proxy, reload, soak, static, supervise
 from bench.errors import BenchError
 from bench.launcher import Launcher
 from bench.report import Table
@@ -50,10 +51,11 @@ TOOLS = {
         ("curl", "apt-get install curl"),
     ),
     "ci": (("node", "apt-get install nodejs"),),
+    "soak": (),
 }
 PYTHON_MODULES = ("honcho", "watchfiles")
 """Tools run as ``python -m NAME`` on the bench's interpreter, looked for as modules."""
-SECTIONS = ("supervisor", "proxy", "reload", "static", "ci")
+SECTIONS = ("supervisor", "proxy", "reload", "static", "ci", "soak")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,15 +63,29 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bench",
         description="Benchmark devstack against honcho (supervisor), Caddy (proxy), "
         "watchfiles' CLI behind Caddy (reload) and Caddy's file_server (static), with ratios "
-        "against anchors measured in the same run.",
+        "against anchors measured in the same run; devstack run around a command (ci); and a "
+        "soak: mixed traffic while a service is edited, restarted and killed (soak).",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="fewer and shorter rounds (about three minutes for all four sections)",
+        help="fewer and shorter rounds (and a 30 s soak)",
     )
     parser.add_argument(
-        "--only", choices=SECTIONS, help="run one section instead of all four"
+        "--only", choices=SECTIONS, help="run one section instead of all of them"
+    )
+    parser.add_argument(
+        "--soak-seconds",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help=f"how long the soak faults its target under traffic (default "
+        f"{soak.FULL.seconds:g}, {soak.QUICK.seconds:g} with --quick)",
+    )
+    parser.add_argument(
+        "--soak-seed",
+        type=int,
+        metavar="N",
+        help="the soak's seed (its fault and request draws); default: a random one, printed",
     )
     parser.add_argument(
         "--profile",
@@ -85,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug lines from the bench")
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text}")
+    return value
 
 
 def check_tools(sections: Sequence[str]) -> None:
@@ -160,6 +183,15 @@ def run(sections: Sequence[str], args: argparse.Namespace) -> list[Table]:
                 elif section == "ci":
                     ci_settings = ci.QUICK if args.quick else ci.FULL
                     table = ci.run(launcher, folder / "ci", ci_settings)
+                elif section == "soak":
+                    soak_settings = soak.QUICK if args.quick else soak.FULL
+                    if args.soak_seconds is not None:
+                        soak_settings = dataclasses.replace(
+                            soak_settings, seconds=args.soak_seconds
+                        )
+                    table = soak.run(
+                        launcher, folder / "soak", soak_settings, seed=args.soak_seed
+                    )
                 elif section == "static":
                     static_settings = static.QUICK if args.quick else static.FULL
                     table = static.run(launcher, folder / "static", static_settings)
