@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -226,3 +227,52 @@ def test_ci_table_takes_each_rounds_own_ready_from_its_time_to_the_command() -> 
     teardown = rows["teardown, CMD's end to every process gone"]
     assert teardown.ours == pytest.approx(150) and teardown.theirs == pytest.approx(50)
     assert teardown.ok is True
+
+
+def test_soak_table_classifies_failures_and_checks_the_bounds() -> None:
+    from bench import soak
+
+    faults = [soak.Fault("kill", 10.0, 12.0), soak.Fault("edit", 20.0, 21.5)]
+    failures = [
+        soak.Failure("steady", "get", 5.0, 5.1, "ClientOSError: reset"),
+        soak.Failure("target", "ws", 9.0, 10.2, "Unexpected: ws: CLOSE"),  # cut by the kill
+        soak.Failure("target", "get", 12.5, 12.6, "Unexpected: GET 502"),  # in the grace
+        soak.Failure("target", "events", 21.0, 21.1, "Unexpected: events"),  # during the edit
+        soak.Failure("target", "upload", 16.0, 16.5, "TimeoutError: "),  # no fault near
+        soak.Failure("target", "get", 9.0, 9.9, "Unexpected: GET 500"),  # ended before the kill
+    ]
+    classes = soak.classify(failures, faults, grace=1.0)
+    assert [f.started for f in classes["steady"]] == [5.0]
+    assert [(f.kind, f.started) for f in classes["fault"]] == [
+        ("ws", 9.0), ("get", 12.5), ("events", 21.0)
+    ]
+    assert [(f.kind, f.started) for f in classes["other"]] == [("upload", 16.0), ("get", 9.0)]
+
+    tally = soak.Tally(ok=Counter({"steady get": 40, "steady ws": 10, "target upload": 7}),
+                       failures=failures, faults=faults)
+    result = soak.SoakResult(
+        seed=7, seconds=30.0, total_seconds=37.0, tally=tally,
+        warm=soak.Sample(fds=40, rss_mb=80.0), end=soak.Sample(fds=58, rss_mb=90.0),
+        left=("4242 sleep 4242",),
+    )
+    table = soak.tabulate(result)
+    rows = {row.metric: row for row in table.rows}
+    assert rows["requests, both services (all kinds)"].ours == 63
+    steady = rows["steady: failed requests"]
+    assert (steady.ours, steady.ok) == (1, False)
+    assert rows["target: failed, in flight during a fault"].ours == 3
+    assert rows["target: failed, outside any fault"].ours == 2
+    fds = next(row for metric, row in rows.items() if "descriptors" in metric)
+    assert (fds.ours, fds.ok) == (18, False)  # bound +16
+    rss = next(row for metric, row in rows.items() if "RSS" in metric)
+    assert rss.ours == pytest.approx(10.0) and rss.ok is True  # bound +20 MB
+    left = next(row for metric, row in rows.items() if "left" in metric)
+    assert (left.ours, left.ok) == (1, False)
+    assert {row.metric for row in table.missed} == {
+        "steady: failed requests", fds.metric, left.metric
+    }
+    text = table.render()
+    assert "| bound |" in text.splitlines()[2]
+    assert "seed 7" in text and "edit 1, restart 0, kill 1" in text
+    assert "steady: ok get 40, upload 0, events 0, ws 10; failed get 1," in text
+    assert "left behind: 4242 sleep 4242" in text
