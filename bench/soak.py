@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -110,6 +111,7 @@ LEFT_GRACE_SECONDS = 1.0
 """After devstack exited, how long its stack's processes get to be gone (a last signal's
 delivery); what still lives then was left behind."""
 FD_BOUND = 16
+TRACE_PARTS = 6
 RSS_BOUND_MB = 20.0
 EDIT_LINE = re.compile(r'^EDIT = ".*"$', re.MULTILINE)
 TOKEN_VARIABLE = "DEVSTACK_BENCH_SOAK"
@@ -178,6 +180,9 @@ class SoakResult:
     end: Sample
     left: tuple[str, ...]
     """Processes of the stack alive after devstack exited: ``"PID command"``."""
+    trace: tuple[Sample, ...] = ()
+    """devstack's descriptors and memory every :data:`TRACE_PARTS`-th of the faults' time, with
+    traffic on: whether a growth levels off or goes on."""
 
 
 def during_fault(failure: Failure, faults: Sequence[Fault], grace: float = GRACE_SECONDS) -> bool:
@@ -257,6 +262,12 @@ def tabulate(result: SoakResult) -> Table:
         "tasks are not visible from outside: the in-process pytest soak "
         "(tests/reliability/test_soak.py, -m soak) bounds them"
     )
+    if result.trace:
+        table.note(
+            f"devstack during the faults, every {result.seconds / TRACE_PARTS:.0f} s (traffic "
+            f"on): {' / '.join(str(s.fds) for s in result.trace)} fds, "
+            f"{' / '.join(f'{s.rss_mb:.0f}' for s in result.trace)} MB RSS"
+        )
     if result.left:
         table.note(f"left behind: {'; '.join(result.left)}")
     examples = classes["steady"][:3] + classes["other"][:3]
@@ -379,6 +390,7 @@ class Chaos:
     rng: random.Random
     script: Path
     tally: Tally
+    token: str
     pid: int
     settled_at: float
     edits: int = 0
@@ -400,6 +412,19 @@ class Chaos:
             raise BenchError(f"expected one EDIT line in {self.script}, found {count}")
         save(self.script, new, in_place=self.edits % 2 == 0)
 
+    async def kill(self) -> None:
+        """SIGKILL to the target's process, its pid from ``devstack status --json`` and checked
+        to carry the soak's token (never a stranger that reused a pid)."""
+        entry = await self.cli.target()
+        pid = entry["pid"]
+        if not entry["ready"] or pid is None or not carries(int(pid), self.token):
+            raise BenchError(f"`devstack status --json` gave the target as {entry}, not a "
+                             f"ready process of this stack; devstack's output:\n"
+                             f"{self.cli.devstack.tail()}")
+        self.pid = int(pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
     async def run(self, until: float) -> None:
         while True:
             await asyncio.sleep(self.rng.uniform(*PAUSE_SECONDS))
@@ -409,8 +434,7 @@ class Chaos:
             at = time.monotonic()
             if kind == "kill":
                 self.kill_streak += 1
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, signal.SIGKILL)
+                await self.kill()
             elif kind == "restart":
                 await self.cli("restart", TARGET)
             else:
@@ -448,10 +472,17 @@ def sample(pid: int) -> Sample:
 
 
 async def soak(cli: Cli, base: str, cafile: Path, script: Path, settings: SoakSettings,
-               seed: int) -> tuple[Tally, Sample, Sample, float, float]:
+               seed: int, token: str) -> SoakResult:
+    """The phases; the result's ``left`` is for the caller to fill once devstack is stopped."""
     tally = Tally()
     pid = cli.devstack.pid
     clients = random.Random(seed + 1)
+    trace: list[Sample] = []
+
+    async def watch(seconds: float) -> None:
+        for _ in range(TRACE_PARTS):
+            await asyncio.sleep(seconds / TRACE_PARTS)
+            trace.append(sample(pid))
 
     async def phase(seconds: float, chaos: Chaos | None = None) -> None:
         async with client_session(cafile) as client:
@@ -459,7 +490,7 @@ async def soak(cli: Cli, base: str, cafile: Path, script: Path, settings: SoakSe
             jobs = [traffic(client, base, random.Random(clients.random()), until, tally)
                     for _ in range(CLIENTS)]
             if chaos is not None:
-                jobs.append(chaos.run(until))
+                jobs += [chaos.run(until), watch(seconds)]
             await asyncio.gather(*jobs)
 
     settled_at, target_pid = await settle(cli, None, tally, "starting")
@@ -469,7 +500,7 @@ async def soak(cli: Cli, base: str, cafile: Path, script: Path, settings: SoakSe
     await asyncio.sleep(QUIET_SECONDS)
     warm = sample(pid)
     logger.info("soak: %g s of traffic and faults (seed %d)", settings.seconds, seed)
-    chaos = Chaos(cli, random.Random(seed), script, tally, target_pid, settled_at)
+    chaos = Chaos(cli, random.Random(seed), script, tally, token, target_pid, settled_at)
     faulted = time.monotonic()
     await phase(settings.seconds, chaos)
     seconds = time.monotonic() - faulted
@@ -480,7 +511,7 @@ async def soak(cli: Cli, base: str, cafile: Path, script: Path, settings: SoakSe
     end = sample(pid)
     if chaos.edits:
         await check_last_edit(base, cafile, edit_token(chaos.edits), cli.devstack)
-    return tally, warm, end, seconds, total
+    return SoakResult(seed, seconds, total, tally, warm, end, left=(), trace=tuple(trace))
 
 
 async def check_last_edit(base: str, cafile: Path, token: str, devstack: Launched) -> None:
@@ -493,21 +524,20 @@ async def check_last_edit(base: str, cafile: Path, token: str, devstack: Launche
                          f"output:\n{devstack.tail()}")
 
 
+def carries(pid: int, token: str) -> bool:
+    """Whether ``pid`` is alive (not a zombie) and its environment carries the soak's token."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read().split(b"\0")
+    except OSError:
+        return False
+    return f"{TOKEN_VARIABLE}={token}".encode() in environ and procfs.is_alive(pid)
+
+
 def carrying(token: str) -> list[int]:
     """Live processes (not zombies) whose environment carries the soak's token."""
-    needle = f"{TOKEN_VARIABLE}={token}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                environ = f.read().split(b"\0")
-        except OSError:
-            continue
-        if needle in environ and procfs.is_alive(int(entry)):
-            found.append(int(entry))
-    return found
+    return [int(entry) for entry in os.listdir("/proc")
+            if entry.isdigit() and carries(int(entry), token)]
 
 
 def command_of(pid: int) -> str:
@@ -579,9 +609,9 @@ def run(launcher: Launcher, folder: Path, settings: SoakSettings, seed: int | No
         devstack.remember_descendants()
         cafile = devstack_ca(home)
         cli = Cli(manifest, home, devstack)
-        tally, warm, end, seconds, total = asyncio.run(soak(
+        result = asyncio.run(soak(
             cli, f"https://localhost:{port}", cafile, folder / TARGET / SERVICE_SCRIPT.name,
-            settings, seed,
+            settings, seed, token,
         ))
         left = stop_and_look(devstack, token)
     finally:
@@ -589,4 +619,4 @@ def run(launcher: Launcher, folder: Path, settings: SoakSettings, seed: int | No
         for pid in carrying(token):  # what the launcher did not know of
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-    return tabulate(SoakResult(seed, seconds, total, tally, warm, end, left))
+    return tabulate(dataclasses.replace(result, left=left))
