@@ -66,6 +66,10 @@ SERVICE_KEY = web.RequestKey("devstack_service", str)
 REFUSAL_GRACE_SECONDS = 1.0
 """How long a refused connection waits for the supervisor to notice the service went away."""
 REFUSAL_POLL_SECONDS = 0.02
+ACCEPT_BATCH = 64
+"""Connections accepted per wakeup of the listener, at most (the rest wait for the next)."""
+ACCEPT_BACK_OFF_SECONDS = 0.1
+"""How long accepting pauses when the process is out of descriptors (or memory)."""
 _HOST = istr("Host")
 _TRANSFER_ENCODING = istr("Transfer-Encoding")
 
@@ -111,6 +115,8 @@ class Proxy:
         self._sockets = websocket.OpenSockets()
         self._listeners: list[socket.socket] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._unheard: dict[socket.socket, asyncio.TimerHandle] = {}
+        """Accepted connections waiting for their first byte, with their deadlines."""
         self._http_servers: list[asyncio.Server] = []
         self._port: int | None = None
         self._fast_lane: FastLane | None = None
@@ -139,6 +145,12 @@ class Proxy:
         """The fast lane for plain requests (:mod:`devstack.proxy.fastlane`), while running
         without the access log."""
         return self._fast_lane
+
+    @property
+    def awaiting_first_byte(self) -> int:
+        """How many accepted connections have sent nothing yet (each is dropped when it says
+        nothing for ``first_byte_seconds``)."""
+        return len(self._unheard)
 
     @property
     def hub(self) -> Hub:
@@ -235,38 +247,107 @@ class Proxy:
         task.add_done_callback(self._tasks.discard)
 
     async def _accept(self, listener: socket.socket) -> None:
+        """Accept connections for as long as the proxy runs: the listener stays registered
+        with the loop and each wakeup takes every pending connection (up to
+        :data:`ACCEPT_BATCH`); when descriptors run out, it backs off and tries again."""
         loop = asyncio.get_running_loop()
-        while True:
+        fd = listener.fileno()
+        try:
+            while True:
+                paused: asyncio.Future[float | None] = loop.create_future()
+                loop.add_reader(fd, self._take_pending, loop, listener, paused)
+                try:
+                    back_off = await paused
+                finally:
+                    loop.remove_reader(fd)
+                if back_off is None:
+                    return
+                await asyncio.sleep(back_off)  # until descriptors are free again
+        except asyncio.CancelledError:
+            self._drop_unheard(loop)  # the proxy stops
+            raise
+
+    def _take_pending(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        listener: socket.socket,
+        paused: asyncio.Future[float | None],
+    ) -> None:
+        """The listener is readable: accept what is pending and route each connection."""
+        if paused.done():
+            return
+        for _ in range(ACCEPT_BATCH):
             try:
-                conn, _ = await loop.sock_accept(listener)
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     logger.warning("proxy cannot accept connections: %s", exc)
-                    await asyncio.sleep(0.1)  # back off until descriptors are free again
-                    continue
-                logger.error("proxy stopped accepting on %s: %s", listener.getsockname(), exc)
+                    paused.set_result(ACCEPT_BACK_OFF_SECONDS)
+                else:
+                    logger.error("proxy stopped accepting on %s: %s", listener.getsockname(),
+                                 exc)  # fmt: skip
+                    paused.set_result(None)
                 return
             conn.setblocking(False)
-            self._spawn(self._dispatch(conn))
+            # A client's first bytes usually arrive with its connection: peek at once.
+            first = _peek(conn)
+            if first is None:
+                self._await_first_byte(loop, conn)
+            else:
+                self._hand_over(loop, conn, first)
 
-    async def _dispatch(self, conn: socket.socket) -> None:
-        """Peek at the first byte and hand the socket to the HTTPS or the redirect server."""
-        loop = asyncio.get_running_loop()
+    def _await_first_byte(self, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+        """Nothing arrived yet: wait for the first byte in a reader callback, and drop the
+        connection if it has not come within ``first_byte_seconds``."""
         deadline = self._timeouts.first_byte_seconds
+        self._unheard[conn] = loop.call_later(deadline, self._silent, loop, conn)
+        loop.add_reader(conn.fileno(), self._heard, loop, conn)
+
+    def _heard(self, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+        first = _peek(conn)
+        if first is None:
+            return  # a spurious wakeup: keep waiting
+        loop.remove_reader(conn.fileno())
+        self._unheard.pop(conn).cancel()
+        self._hand_over(loop, conn, first)
+
+    def _silent(self, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+        logger.debug("dropped a connection that sent nothing for %g s",
+                     self._timeouts.first_byte_seconds)  # fmt: skip
+        loop.remove_reader(conn.fileno())
+        del self._unheard[conn]
+        conn.close()
+
+    def _drop_unheard(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close the connections still waiting for their first byte."""
+        for conn, timer in self._unheard.items():
+            timer.cancel()
+            loop.remove_reader(conn.fileno())
+            conn.close()
+        self._unheard.clear()
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop, conn: socket.socket,
+                   first: bytes) -> None:  # fmt: skip
+        if first:
+            self._spawn(self._connect(loop, conn, first[0]))
+        else:  # closed (or reset) before saying anything
+            conn.close()
+
+    async def _connect(
+        self, loop: asyncio.AbstractEventLoop, conn: socket.socket, first: int
+    ) -> None:
+        """``0x16`` starts a TLS handshake: the connection goes to the fast lane (or the HTTPS
+        server); any other first byte is plain HTTP, for the redirect server."""
         try:
-            async with asyncio.timeout(deadline):
-                await _readable(loop, conn)
-            first = conn.recv(1, socket.MSG_PEEK)
-            if not first:
-                conn.close()
-                return
-            if first[0] == TLS_RECORD_HANDSHAKE:
+            if first == TLS_RECORD_HANDSHAKE:
                 lane = self._fast_lane
                 await loop.connect_accepted_socket(
                     lane.protocol if lane is not None else self._https,
                     conn,
                     ssl=self._ssl_context,
-                    ssl_handshake_timeout=deadline,
+                    ssl_handshake_timeout=self._timeouts.first_byte_seconds,
                 )
             else:
                 await loop.connect_accepted_socket(self._redirector, conn)
@@ -449,15 +530,13 @@ def _why(status: ServiceStatus) -> str:
     return text
 
 
-async def _readable(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
-    ready: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    loop.add_reader(conn.fileno(), wake)
+def _peek(conn: socket.socket) -> bytes | None:
+    """The connection's first byte, left in the socket; ``b""`` when the client closed (or
+    reset) it; ``None`` when nothing arrived yet."""
     try:
-        await ready
-    finally:
-        loop.remove_reader(conn.fileno())
+        return conn.recv(1, socket.MSG_PEEK)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError as exc:
+        logger.debug("dropped a connection before its first request: %r", exc)
+        return b""
