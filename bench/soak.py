@@ -36,6 +36,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import math
 import os
 import random
 import re
@@ -183,6 +184,8 @@ class SoakResult:
     trace: tuple[Sample, ...] = ()
     """devstack's descriptors and memory every :data:`TRACE_PARTS`-th of the faults' time, with
     traffic on: whether a growth levels off or goes on."""
+    warm_up_faults: int = 0
+    """Faults before the warm sample (one of each kind), included in the tally's."""
 
 
 def during_fault(failure: Failure, faults: Sequence[Fault], grace: float = GRACE_SECONDS) -> bool:
@@ -248,6 +251,7 @@ def tabulate(result: SoakResult) -> Table:
                  f"(median), at most {back[-1]:.2f} s") if back else ""
     table.note(
         f"faults: {', '.join(f'{kind} {faults[kind]}' for kind in FAULTS)}"
+        f"{f' ({result.warm_up_faults} in the warm-up)' if result.warm_up_faults else ''}"
         f"{back_text}; recoveries from a given-up target: {tally.recoveries}"
     )
     table.note(
@@ -257,14 +261,15 @@ def tabulate(result: SoakResult) -> Table:
     )
     table.note(
         f"devstack: {result.warm.fds} -> {result.end.fds} fds, {result.warm.rss_mb:.1f} -> "
-        f"{result.end.rss_mb:.1f} MB RSS (warm, then after the faults; each after calm traffic "
-        f"and the client closed); bounds +{FD_BOUND} fds, +{RSS_BOUND_MB:g} MB. Its asyncio "
-        "tasks are not visible from outside: the in-process pytest soak "
-        "(tests/reliability/test_soak.py, -m soak) bounds them"
+        f"{result.end.rss_mb:.1f} MB RSS (warm: after traffic and one fault of each kind; end: "
+        f"after the faults; each after calm traffic and the client closed); bounds "
+        f"+{FD_BOUND} fds, +{RSS_BOUND_MB:g} MB. Its asyncio tasks are not visible from "
+        "outside: the in-process pytest soak (tests/reliability/test_soak.py, -m soak) bounds "
+        "them"
     )
     if result.trace:
         table.note(
-            f"devstack during the faults, every {result.seconds / TRACE_PARTS:.0f} s (traffic "
+            f"devstack during the faults, {len(result.trace)} samples evenly spaced (traffic "
             f"on): {' / '.join(str(s.fds) for s in result.trace)} fds, "
             f"{' / '.join(f'{s.rss_mb:.0f}' for s in result.trace)} MB RSS"
         )
@@ -313,9 +318,14 @@ async def one_request(client: aiohttp.ClientSession, base: str, service: str, ki
                     raise Unexpected(f"ws: {message.type.name} {str(message.data)[:100]!r}")
 
 
-async def traffic(client: aiohttp.ClientSession, base: str, rng: random.Random, until: float,
-                  tally: Tally) -> None:
-    while time.monotonic() < until:
+@dataclass
+class Deadline:
+    at: float = math.inf
+
+
+async def traffic(client: aiohttp.ClientSession, base: str, rng: random.Random,
+                  until: Deadline, tally: Tally) -> None:
+    while time.monotonic() < until.at:
         service, kind = rng.choice(SERVICES), rng.choice(KINDS)
         started = time.monotonic()
         error = None
@@ -425,26 +435,35 @@ class Chaos:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
 
+    async def fault(self, kind: str) -> None:
+        """One fault of the target, then its wait until the target is back."""
+        at = time.monotonic()
+        if kind == "kill":
+            self.kill_streak += 1
+            await self.kill()
+        elif kind == "restart":
+            await self.cli("restart", TARGET)
+        else:
+            self.kill_streak = 0
+            self.edit()
+        self.settled_at, self.pid = await settle(
+            self.cli, self.pid, self.tally, f"a {kind} of the target"
+        )
+        self.tally.faults.append(Fault(kind, at, self.settled_at))
+        logger.debug("soak: %s, back after %.2f s", kind, self.settled_at - at)
+
+    async def each_once(self) -> None:
+        """One fault of each kind, in a drawn order (the warm-up: every path taken once)."""
+        for kind in self.rng.sample(FAULTS, len(FAULTS)):
+            await asyncio.sleep(self.rng.uniform(*PAUSE_SECONDS))
+            await self.fault(kind)
+
     async def run(self, until: float) -> None:
         while True:
             await asyncio.sleep(self.rng.uniform(*PAUSE_SECONDS))
             if time.monotonic() >= until:
                 return
-            kind = self.draw()
-            at = time.monotonic()
-            if kind == "kill":
-                self.kill_streak += 1
-                await self.kill()
-            elif kind == "restart":
-                await self.cli("restart", TARGET)
-            else:
-                self.kill_streak = 0
-                self.edit()
-            self.settled_at, self.pid = await settle(
-                self.cli, self.pid, self.tally, f"a {kind} of the target"
-            )
-            self.tally.faults.append(Fault(kind, at, self.settled_at))
-            logger.debug("soak: %s, back after %.2f s", kind, self.settled_at - at)
+            await self.fault(self.draw())
 
 
 def edit_token(number: int) -> str:
@@ -486,21 +505,36 @@ async def soak(cli: Cli, base: str, cafile: Path, script: Path, settings: SoakSe
 
     async def phase(seconds: float, chaos: Chaos | None = None) -> None:
         async with client_session(cafile) as client:
-            until = time.monotonic() + seconds
+            until = Deadline(time.monotonic() + seconds)
             jobs = [traffic(client, base, random.Random(clients.random()), until, tally)
                     for _ in range(CLIENTS)]
             if chaos is not None:
-                jobs += [chaos.run(until), watch(seconds)]
+                jobs += [chaos.run(until.at), watch(seconds)]
             await asyncio.gather(*jobs)
 
+    async def warm_up(chaos: Chaos) -> None:
+        """Calm traffic, one fault of each kind, calm traffic again: every path taken once."""
+        async with client_session(cafile) as client:
+            until = Deadline()
+
+            async def faults() -> None:
+                await asyncio.sleep(settings.calm_seconds)
+                await chaos.each_once()
+                until.at = time.monotonic() + settings.calm_seconds
+
+            jobs = [traffic(client, base, random.Random(clients.random()), until, tally)
+                    for _ in range(CLIENTS)]
+            await asyncio.gather(faults(), *jobs)
+
     settled_at, target_pid = await settle(cli, None, tally, "starting")
+    chaos = Chaos(cli, random.Random(seed), script, tally, token, target_pid, settled_at)
     began = time.monotonic()
-    logger.info("soak: warming up (%g s of traffic)", settings.calm_seconds)
-    await phase(settings.calm_seconds)
+    logger.info("soak: warming up (traffic, one fault of each kind, traffic; seed %d)", seed)
+    await warm_up(chaos)
+    warm_up_faults = len(tally.faults)
     await asyncio.sleep(QUIET_SECONDS)
     warm = sample(pid)
-    logger.info("soak: %g s of traffic and faults (seed %d)", settings.seconds, seed)
-    chaos = Chaos(cli, random.Random(seed), script, tally, token, target_pid, settled_at)
+    logger.info("soak: %g s of traffic and faults", settings.seconds)
     faulted = time.monotonic()
     await phase(settings.seconds, chaos)
     seconds = time.monotonic() - faulted
@@ -511,7 +545,8 @@ async def soak(cli: Cli, base: str, cafile: Path, script: Path, settings: SoakSe
     end = sample(pid)
     if chaos.edits:
         await check_last_edit(base, cafile, edit_token(chaos.edits), cli.devstack)
-    return SoakResult(seed, seconds, total, tally, warm, end, left=(), trace=tuple(trace))
+    return SoakResult(seed, seconds, total, tally, warm, end, left=(), trace=tuple(trace),
+                      warm_up_faults=warm_up_faults)
 
 
 async def check_last_edit(base: str, cafile: Path, token: str, devstack: Launched) -> None:

@@ -254,7 +254,7 @@ def test_soak_table_classifies_failures_and_checks_the_bounds() -> None:
         seed=7, seconds=30.0, total_seconds=37.0, tally=tally,
         warm=soak.Sample(fds=40, rss_mb=80.0), end=soak.Sample(fds=58, rss_mb=90.0),
         left=("4242 sleep 4242",),
-        trace=(soak.Sample(41, 82.0), soak.Sample(44, 88.4)),
+        trace=(soak.Sample(41, 82.0), soak.Sample(44, 88.4)), warm_up_faults=2,
     )
     table = soak.tabulate(result)
     rows = {row.metric: row for row in table.rows}
@@ -274,7 +274,7 @@ def test_soak_table_classifies_failures_and_checks_the_bounds() -> None:
     }
     text = table.render()
     assert "| bound |" in text.splitlines()[2]
-    assert "seed 7" in text and "edit 1, restart 0, kill 1" in text
+    assert "seed 7" in text and "edit 1, restart 0, kill 1 (2 in the warm-up)" in text
     assert "steady: ok get 40, upload 0, events 0, ws 10; failed get 1," in text
     assert "left behind: 4242 sleep 4242" in text
-    assert "every 5 s (traffic on): 41 / 44 fds, 82 / 88 MB RSS" in text
+    assert "2 samples evenly spaced (traffic on): 41 / 44 fds, 82 / 88 MB RSS" in text
