@@ -21,12 +21,13 @@ interval (from the fault until :data:`GRACE_SECONDS` after the target was back):
 ended on purpose when their process goes (browsers reconnect), and a kill loses what was in
 flight. Every other failure is counted apart.
 
-devstack's file descriptors (``/proc/PID/fd``) and ``VmRSS`` are sampled once warm (after a calm
-phase of traffic, the client closed, a quiet second) and again the same way after a calm phase
-that follows the faults. Its asyncio tasks cannot be seen from outside; the in-process pytest
-soak (``tests/reliability/test_soak.py``) checks those. devstack and everything it starts carry
-a token in their environment; after SIGINT to devstack and its exit, any live process carrying
-it is one left behind.
+devstack's file descriptors (``/proc/PID/fd``) and ``VmRSS`` are sampled once warm (after a
+warm-up: calm traffic, one fault of each kind, calm traffic; then the client closed and a quiet
+second) and again the same way after a calm phase that follows the faults, and six times during
+the faults (traffic on), to show whether a growth levels off. Its asyncio tasks cannot be seen
+from outside; the in-process pytest soak (``tests/reliability/test_soak.py``) checks those.
+devstack and everything it starts carry a token in their environment; after SIGINT to devstack
+and its exit, any live process carrying it is one left behind.
 """
 
 from __future__ import annotations
@@ -188,12 +189,17 @@ class SoakResult:
     """Faults before the warm sample (one of each kind), included in the tally's."""
 
 
+def fault_of(failure: Failure, faults: Sequence[Fault], grace: float = GRACE_SECONDS
+             ) -> Fault | None:
+    """The first fault ``failure`` overlapped (from the fault until ``grace`` seconds after the
+    target was back), or ``None``."""
+    return next((fault for fault in faults
+                 if fault.at <= failure.ended and failure.started <= fault.settled + grace), None)
+
+
 def during_fault(failure: Failure, faults: Sequence[Fault], grace: float = GRACE_SECONDS) -> bool:
-    """Whether ``failure`` overlapped a fault: from the fault until ``grace`` seconds after the
-    target was back."""
-    return any(
-        fault.at <= failure.ended and failure.started <= fault.settled + grace for fault in faults
-    )
+    """Whether ``failure`` overlapped a fault."""
+    return fault_of(failure, faults, grace) is not None
 
 
 def classify(
@@ -241,10 +247,15 @@ def tabulate(result: SoakResult) -> Table:
                       if k.startswith(f"{service} ")})
         failed = Counter(f.kind for f in tally.failures if f.service == service)
         table.note(f"{service}: ok {_by_kind(ok)}; failed {_by_kind(failed)}")
-    for name, label in (("fault", "target, during a fault"), ("other", "target, outside")):
-        if classes[name]:
-            kinds = Counter(f.kind for f in classes[name])
-            table.note(f"failed, {label}: {_by_kind(kinds)}")
+    for fault_kind in FAULTS:
+        cut = Counter(f.kind for f in classes["fault"]
+                      if (fault := fault_of(f, tally.faults)) and fault.kind == fault_kind)
+        if cut:
+            article = "an" if fault_kind == "edit" else "a"
+            table.note(f"target, failed during {article} {fault_kind}: {_by_kind(cut)}")
+    if classes["other"]:
+        table.note(f"target, failed outside any fault: "
+                   f"{_by_kind(Counter(f.kind for f in classes['other']))}")
     faults = Counter(fault.kind for fault in tally.faults)
     back = sorted(fault.settled - fault.at for fault in tally.faults)
     back_text = (f"; target back (ready, new pid) {back[len(back) // 2]:.2f} s after a fault "

@@ -277,4 +277,6 @@ def test_soak_table_classifies_failures_and_checks_the_bounds() -> None:
     assert "seed 7" in text and "edit 1, restart 0, kill 1 (2 in the warm-up)" in text
     assert "steady: ok get 40, upload 0, events 0, ws 10; failed get 1," in text
     assert "left behind: 4242 sleep 4242" in text
+    assert "target, failed during a kill: get 1, upload 0, events 0, ws 1" in text
+    assert "target, failed during an edit: get 0, upload 0, events 1, ws 0" in text
     assert "2 samples evenly spaced (traffic on): 41 / 44 fds, 82 / 88 MB RSS" in text
