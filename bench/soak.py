@@ -655,10 +655,15 @@ def run(launcher: Launcher, folder: Path, settings: SoakSettings, seed: int | No
         devstack.remember_descendants()
         cafile = devstack_ca(home)
         cli = Cli(manifest, home, devstack)
-        result = asyncio.run(soak(
-            cli, f"https://localhost:{port}", cafile, folder / TARGET / SERVICE_SCRIPT.name,
-            settings, seed, token,
-        ))
+        try:
+            result = asyncio.run(soak(
+                cli, f"https://localhost:{port}", cafile, folder / TARGET / SERVICE_SCRIPT.name,
+                settings, seed, token,
+            ))
+        except KeyboardInterrupt:
+            # Requests cut by the Ctrl-C would each be logged as "never retrieved" when collected.
+            logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+            raise
         left = stop_and_look(devstack, token)
     finally:
         launcher.stop(devstack)
