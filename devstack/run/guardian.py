@@ -160,9 +160,9 @@ def _pidfd_signal(pid: int, sig: int, needle: bytes) -> bool:
 
 
 SHARED_LOOK_SECONDS = 1.0
-"""How old a look at ``/proc`` may be for finding the escapees to signal first (never for the
+"""How old a look at ``/proc`` a stop may use for the escapees it signals first (never for its
 final look, taken once the group is empty): one look serves a whole shutdown wave, and an escapee
-it misses is found, and signalled, by the final look."""
+it misses is found, and signalled, by the final look (``devstack.run.process``)."""
 
 
 class _Looks:
@@ -275,10 +275,7 @@ class Family:
         if self.owns_group():
             signal_group(self.pgid, sig)
         if escapees is None:
-            # A look up to SHARED_LOOK_SECONDS old will do: whatever forked since is found by
-            # the look the stop takes once the group is gone. Stopping twenty services at once
-            # then reads /proc once, not twenty times.
-            escapees = self.escapees(since=time.monotonic() - SHARED_LOOK_SECONDS)
+            escapees = self.escapees()
         needle, signalled = self._needle, []
         for pid in escapees:
             if _pidfd_signal(pid, sig, needle):
