@@ -143,7 +143,7 @@ def format_value(value: float | None, unit: str) -> str:
         return "-"
     if unit == "req/s":
         return f"{value:,.0f} req/s"
-    if unit in ("MB/s", "us", "requests"):
+    if unit in ("MB/s", "us", "requests", "fds", "processes"):
         return f"{value:,.0f} {unit}"
     if unit == "s":
         return f"{value:.3f} s"
