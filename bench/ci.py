@@ -17,7 +17,6 @@ not counted does that first, as a user's machine has it already.
 
 from __future__ import annotations
 
-import http.client
 import logging
 import os
 import shlex
@@ -34,7 +33,7 @@ from bench.edit import EXAMPLES, NOT_COPIED
 from bench.errors import BenchError
 from bench.launcher import Launched, Launcher
 from bench.poll import wait_until
-from bench.ports import free_ports, port_accepts
+from bench.ports import free_ports, is_ready
 from bench.report import Row, Table, format_rounds, value_at_most
 
 logger = logging.getLogger(__name__)
@@ -106,19 +105,6 @@ def trivial_stack(folder: Path) -> Subject:
         name: {"command": service.command} for name, service in services.items()
     }})
     return Subject(f"{TRIVIAL_SERVICES} trivial services", manifest, services)
-
-
-def is_ready(port: int, health: str | None) -> bool:
-    if health is None:
-        return port_accepts(port)
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-    try:
-        connection.request("GET", health)
-        return 200 <= connection.getresponse().status < 300
-    except OSError:
-        return False
-    finally:
-        connection.close()
 
 
 def on_their_own(launcher: Launcher, subject: Subject) -> tuple[float, float]:

@@ -4,6 +4,7 @@ connections yet."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import socket
 
 
@@ -31,3 +32,18 @@ def port_accepts(port: int, host: str = "127.0.0.1") -> bool:
             return True
     except OSError:
         return False
+
+
+def is_ready(port: int, health: str | None) -> bool:
+    """Whether a service on ``port`` is ready as devstack judges it: ``GET health`` answers 2xx,
+    or, without a health path, the port accepts a connection."""
+    if health is None:
+        return port_accepts(port)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+    try:
+        connection.request("GET", health)
+        return 200 <= connection.getresponse().status < 300
+    except OSError:
+        return False
+    finally:
+        connection.close()

@@ -8,7 +8,8 @@ with the default ``reload: restart``, devstack with ``reload: blue-green``, and 
 :mod:`bench.stack` for the contenders and how one edit is measured):
 
 - own start and stop: the service started directly (``PORT=P python server.py``), from spawn
-  until its port accepts, and from SIGTERM until it exited, once a round, alternating with the
+  until it is ready as devstack judges it (its health path answers 2xx, else its port accepts),
+  and from SIGTERM until it exited, once a round, alternating with the
   edits (so the target's anchor is measured in the same conditions);
 - edit to new response: a real save of the service's source (atomic replace and in-place write
   alternating), then a keep-alive HTTPS client through the proxy asks every 5 ms until the answer
@@ -41,7 +42,7 @@ from bench.edit import HELLO, SIMON, Subject
 from bench.launcher import Launcher
 from bench.load import PacedWrk, WrkResult
 from bench.poll import wait_until
-from bench.ports import free_port, port_accepts
+from bench.ports import free_port, is_ready
 from bench.report import (
     Row,
     Table,
@@ -151,19 +152,21 @@ def run(launcher: Launcher, folder: Path, settings: ReloadSettings) -> Table:
 
 
 def own_lifecycle(launcher: Launcher, service_dir: Path, subject: Subject) -> tuple[float, float]:
-    """The service started directly, on its own: seconds from spawn until its port accepts,
-    and from SIGTERM until it has exited."""
+    """The service started directly, on its own: seconds from spawn until it is ready as its
+    manifest says (its health path answers 2xx, else its port accepts), and from SIGTERM until
+    it has exited."""
     port = free_port()
     env = dict(os.environ, PORT=str(port), HOST="127.0.0.1", PYTHONUNBUFFERED="1")
     began = time.monotonic()
     launched = launcher.start(subject.name, subject.argv, env=env, cwd=service_dir)
 
-    def listening() -> bool:
+    def ready() -> bool:
         launched.check_running("starting")
-        return port_accepts(port)
+        return is_ready(port, subject.health)
 
     try:
-        wait_until(listening, timeout=START_SECONDS, message=f"{subject.name} to listen on {port}")
+        wait_until(ready, timeout=START_SECONDS, interval=0.002,
+                   message=f"{subject.name} to be ready on {port}")
         started = time.monotonic() - began
         stopping = time.monotonic()
         launched.interrupt(signal.SIGTERM)
@@ -286,7 +289,7 @@ def tabulate(figures: dict[str, SubjectFigures], idle: Idle, settings: ReloadSet
                           _median_ms(found.reloads[BASELINE], "spawned_seconds"), "ms"))
         failed = {n: sum(r.failures for r in rs) for n, rs in found.reloads.items()}
         table.note(
-            f"{name} on its own (no proxy): spawn to port accepting {start_ms:.0f} ms, "
+            f"{name} on its own (no proxy): spawn to ready {start_ms:.0f} ms, "
             f"median of {format_rounds([1000 * s for s in found.own_starts], 'ms')}; "
             f"SIGTERM to exit {1000 * statistics.median(found.own_stops):.0f} ms (median); "
             "polls not answered 2xx during the edits: "
