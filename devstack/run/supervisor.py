@@ -69,6 +69,8 @@ logger = logging.getLogger(__name__)
 
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
+
+
 class Supervisor:
     """Runs every service of a stack; implements :class:`devstack.status.ServiceDirectory`."""
 
