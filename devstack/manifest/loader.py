@@ -177,6 +177,12 @@ def _parse_yaml(text: str, shown: Path) -> MappingNode:
         ) from exc
     except yaml.YAMLError as exc:
         raise ManifestError(f"invalid YAML: {exc}", path=shown) from exc
+    except UnicodeEncodeError as exc:  # a lone surrogate: text that came from no UTF-8 file
+        raise ManifestError(
+            f"not UTF-8 text (U+{ord(text[exc.start]):04X} at offset {exc.start})",
+            path=shown,
+            line=text.count("\n", 0, exc.start) + 1,
+        ) from exc
     if root is None or is_null(root):
         raise ManifestError(
             "the manifest is empty; it needs a 'services' mapping with at least one service",

@@ -493,3 +493,8 @@ def test_a_proxy_bound_beyond_loopback_is_warned_about(tmp_path: Path) -> None:
         "machines that can reach this one can reach the stack too; keep the default "
         "(127.0.0.1, ::1) unless you mean to share it",
     )
+
+
+def test_text_with_a_lone_surrogate_is_a_clean_error(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match=r"devstack.yaml:2: not UTF-8 text \(U\+D800 at offset"):
+        load_text("services:\n  web\ud800:\n    command: x\n", tmp_path / "devstack.yaml")
