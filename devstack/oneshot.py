@@ -27,6 +27,7 @@ from devstack.manifest.env import stack_variables
 from devstack.run.supervisor import Supervisor
 from devstack.status import ServiceState
 
+EXIT_NOT_RUN = 1
 EXIT_NOT_FOUND = 127
 EXIT_INTERRUPTED = 130
 TROUBLED = (ServiceState.CRASHED, ServiceState.FAILED, ServiceState.BACKOFF)
@@ -55,6 +56,12 @@ class OneShot:
         try:
             if await self._ready(supervisor):
                 await self._run_command(supervisor, proxy_url, trust)
+        except asyncio.CancelledError:
+            if self.code is None:  # stopped from outside (`devstack down`) before it could run
+                print("error: the stack was stopped before the command could start",
+                      file=sys.stderr)
+                self.code = EXIT_NOT_RUN
+            raise
         finally:
             supervisor.request_shutdown()
 

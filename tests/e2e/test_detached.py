@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from devstack.errors import ServiceStartError, StackNotRunning
-from tests.conditions import pid_alive
+from tests.conditions import pid_alive, wait_until
 from tests.e2e.conftest import WEB_AND_WORKER, DevstackRunner
 
 pytestmark = pytest.mark.e2e
@@ -181,3 +181,17 @@ def test_ctrl_c_during_run_reaches_the_command_and_stops_the_stack(
     run.wait_for("command started")
     assert run.interrupt() == 128 + signal.SIGINT, run.output
     assert devstack.run("status", cwd=stack).returncode == EXIT_NOT_RUNNING
+
+
+def test_run_stopped_by_down_before_its_command_starts_says_so_and_fails(
+    devstack: DevstackRunner, stack: Path
+) -> None:
+    (stack / "devstack.yaml").write_text(NEVER_READY)
+    run = devstack.start("run", "--port", "0", "--timeout", "60", "--", "python", "-c",
+                         "print('the command ran')", cwd=stack)
+    wait_until(lambda: devstack.run("status", cwd=stack).returncode == 0,
+               message="the run's stack to answer")
+    assert devstack.run("down", cwd=stack).returncode == 0
+    assert run.popen.wait(timeout=30) == 1, run.output
+    assert "stopped before the command could start" in run.output
+    assert "the command ran" not in run.output
