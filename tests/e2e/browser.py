@@ -48,6 +48,11 @@ def trusting_home(folder: Path, ca: str) -> Path:
     return folder
 
 
+NAVIGATING = ("navigated or closed", "Execution context was destroyed",
+              "Cannot find context")
+"""What DevTools answers to an evaluation that a navigation interrupted."""
+
+
 class Page:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self._ws = ws
@@ -77,11 +82,17 @@ class Page:
         return result.get("result", {}).get("value")
 
     async def wait_for(self, expression: str, *, timeout: float = 20, message: str) -> Any:
-        """Evaluate ``expression`` until it is truthy (a condition with a deadline)."""
+        """Evaluate ``expression`` until it is truthy (a condition with a deadline). A page
+        navigating meanwhile (a reload is often what is waited for) is "not yet", not an error."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            value = await self.evaluate(expression)
+            try:
+                value = await self.evaluate(expression)
+            except RuntimeError as exc:
+                if not any(reason in str(exc) for reason in NAVIGATING):
+                    raise
+                value = None
             if value:
                 return value
             if loop.time() > deadline:
