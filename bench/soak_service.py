@@ -1,7 +1,8 @@
-"""The soak section's service (a copy of ``tests/reliability/soak_service.py``, standard library
-and aiohttp only): plain answers, uploads, server-sent events and a websocket echo, on ``$PORT``.
-devstack runs a copy of this file per service (``python soak_service.py``); the bench edits the
-``EDIT`` line of the target's copy, and ``/hello`` answers it, so a new process shows its edit.
+"""The soak's service (standard library and aiohttp only): plain answers, uploads, server-sent
+events and a websocket echo, on ``$PORT``. The bench's soak runs a copy of this file per service
+(``python soak_service.py``), the in-process soak test (``tests/reliability/test_soak.py``) this
+file itself. The bench edits the ``EDIT`` line of the target's copy, and ``/hello`` answers it,
+so a new process shows its edit.
 """
 
 from __future__ import annotations
