@@ -63,11 +63,17 @@ def test_a_failed_early_spawn_leaves_nothing_and_the_first_start_reports_it(
     early.close()
 
 
-def test_close_stops_what_no_start_took(tmp_path: Path, free_port: int) -> None:
+@pytest.mark.parametrize(
+    "session",
+    [False, True],
+    ids=["a-child-in-its-group", "a-daemon-forked-out-of-its-group"],
+)
+def test_close_stops_what_no_start_took(tmp_path: Path, free_port: int, session: bool) -> None:
     pids = tmp_path / "pids"
     (tmp_path / "parent.py").write_text(
         "import os, subprocess, sys, time\n"
-        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],\n"
+        f"                         start_new_session={session})\n"
         f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}')\n"
         "time.sleep(60)\n"
     )
@@ -91,28 +97,3 @@ def read_pids(path: Path) -> list[int] | None:
     except (OSError, ValueError):
         return None
     return pids if len(pids) == 2 else None
-
-
-def test_close_stops_a_daemon_an_untaken_process_forked_out_of_its_group(
-    tmp_path: Path, free_port: int
-) -> None:
-    pids = tmp_path / "pids"
-    (tmp_path / "parent.py").write_text(
-        "import os, subprocess, sys, time\n"
-        "daemon = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],\n"
-        "                          start_new_session=True)\n"
-        f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{daemon.pid}}')\n"
-        "time.sleep(60)\n"
-    )
-    service = ServiceSpec(name="svc", command=f"{sys.executable} parent.py", cwd=tmp_path)
-    early = spawner(free_port)
-    early.spawn_early(service)
-    found: list[int] = []
-    try:
-        found = cast(list[int], wait_until(lambda: read_pids(pids), message="parent and daemon"))
-        early.close()
-        assert not any(pid_alive(pid) for pid in found), "a daemon outlived close()"
-    finally:
-        for pid in found:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
