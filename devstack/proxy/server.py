@@ -2,10 +2,11 @@
 
 Roles (after Caddy's reverse proxy):
 
-- :class:`Proxy` owns the listening sockets. It accepts connections itself and peeks at the
-  first byte: ``0x16`` starts a TLS handshake and the connection goes to the HTTPS server; any
-  other byte is plain HTTP sent to the HTTPS port by mistake, and gets a 308 redirect to the
-  same URL over https. A client that connects and says nothing is dropped after a deadline.
+- :class:`Proxy` owns the listening sockets; its :class:`devstack.proxy.doorway.Doorway` accepts
+  connections and hands each one over with its first byte: ``0x16`` starts a TLS handshake and
+  the connection goes to the HTTPS server; any other byte is plain HTTP sent to the HTTPS port by
+  mistake, and gets a 308 redirect to the same URL over https. A client that connects and says
+  nothing is dropped after a deadline.
 - :mod:`devstack.proxy.fastlane` takes every TLS connection first and answers plain requests in
   protocol callbacks; anything else, and every request while the access log is on, is answered
   here (the full proxy, on aiohttp's server).
@@ -27,7 +28,6 @@ service restarts is retried once after it is ready again.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import socket
 import ssl
@@ -45,6 +45,7 @@ from devstack.manifest.spec import StackSpec
 from devstack.proxy import departure, pages, static, websocket
 from devstack.proxy.bind import Listeners, bind_proxy, origin
 from devstack.proxy.body import PacedBody
+from devstack.proxy.doorway import Doorway
 from devstack.proxy.failures import ForwardError, ServiceUnavailable, UpstreamRefused
 from devstack.proxy.fastlane import FastLane
 from devstack.proxy.forward import upstream_headers
@@ -66,10 +67,6 @@ SERVICE_KEY = web.RequestKey("devstack_service", str)
 REFUSAL_GRACE_SECONDS = 1.0
 """How long a refused connection waits for the supervisor to notice the service went away."""
 REFUSAL_POLL_SECONDS = 0.02
-ACCEPT_BATCH = 64
-"""Connections accepted per wakeup of the listener, at most (the rest wait for the next)."""
-ACCEPT_BACK_OFF_SECONDS = 0.1
-"""How long accepting pauses when the process is out of descriptors (or memory)."""
 _HOST = istr("Host")
 _TRANSFER_ENCODING = istr("Transfer-Encoding")
 
@@ -115,7 +112,7 @@ class Proxy:
         self._sockets = websocket.OpenSockets()
         self._listeners: list[socket.socket] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._unheard: dict[socket.socket, asyncio.TimerHandle] = {}
+        self._doorway = Doorway(timeouts.first_byte_seconds, self._hand_over)
         """Accepted connections waiting for their first byte, with their deadlines."""
         self._http_servers: list[asyncio.Server] = []
         self._port: int | None = None
@@ -150,7 +147,7 @@ class Proxy:
     def awaiting_first_byte(self) -> int:
         """How many accepted connections have sent nothing yet (each is dropped when it says
         nothing for ``first_byte_seconds``)."""
-        return len(self._unheard)
+        return self._doorway.waiting
 
     @property
     def hub(self) -> Hub:
@@ -203,7 +200,7 @@ class Proxy:
             await self.stop()
             raise
         for sock in self._listeners:
-            self._spawn(self._accept(sock))
+            self._spawn(self._doorway.serve(sock))
         self._spawn(self._hub.follow())
         self._spawn(departure.follow(self._directory, self._spec.services, self._upstream,
                                      self._sockets))  # fmt: skip
@@ -246,94 +243,8 @@ class Proxy:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _accept(self, listener: socket.socket) -> None:
-        """Accept connections for as long as the proxy runs: the listener stays registered
-        with the loop and each wakeup takes every pending connection (up to
-        :data:`ACCEPT_BATCH`); when descriptors run out, it backs off and tries again."""
-        loop = asyncio.get_running_loop()
-        fd = listener.fileno()
-        try:
-            while True:
-                paused: asyncio.Future[float | None] = loop.create_future()
-                loop.add_reader(fd, self._take_pending, loop, listener, paused)
-                try:
-                    back_off = await paused
-                finally:
-                    loop.remove_reader(fd)
-                if back_off is None:
-                    return
-                await asyncio.sleep(back_off)  # until descriptors are free again
-        except asyncio.CancelledError:
-            self._drop_unheard(loop)  # the proxy stops
-            raise
-
-    def _take_pending(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        listener: socket.socket,
-        paused: asyncio.Future[float | None],
-    ) -> None:
-        """The listener is readable: accept what is pending and route each connection."""
-        if paused.done():
-            return
-        for _ in range(ACCEPT_BATCH):
-            try:
-                conn, _ = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    logger.warning("proxy cannot accept connections: %s", exc)
-                    paused.set_result(ACCEPT_BACK_OFF_SECONDS)
-                else:
-                    logger.error("proxy stopped accepting on %s: %s", listener.getsockname(),
-                                 exc)  # fmt: skip
-                    paused.set_result(None)
-                return
-            conn.setblocking(False)
-            # A client's first bytes usually arrive with its connection: peek at once.
-            first = _peek(conn)
-            if first is None:
-                self._await_first_byte(loop, conn)
-            else:
-                self._hand_over(loop, conn, first)
-
-    def _await_first_byte(self, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
-        """Nothing arrived yet: wait for the first byte in a reader callback, and drop the
-        connection if it has not come within ``first_byte_seconds``."""
-        deadline = self._timeouts.first_byte_seconds
-        self._unheard[conn] = loop.call_later(deadline, self._silent, loop, conn)
-        loop.add_reader(conn.fileno(), self._heard, loop, conn)
-
-    def _heard(self, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
-        first = _peek(conn)
-        if first is None:
-            return  # a spurious wakeup: keep waiting
-        loop.remove_reader(conn.fileno())
-        self._unheard.pop(conn).cancel()
-        self._hand_over(loop, conn, first)
-
-    def _silent(self, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
-        logger.debug("dropped a connection that sent nothing for %g s",
-                     self._timeouts.first_byte_seconds)  # fmt: skip
-        loop.remove_reader(conn.fileno())
-        del self._unheard[conn]
-        conn.close()
-
-    def _drop_unheard(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Close the connections still waiting for their first byte."""
-        for conn, timer in self._unheard.items():
-            timer.cancel()
-            loop.remove_reader(conn.fileno())
-            conn.close()
-        self._unheard.clear()
-
-    def _hand_over(self, loop: asyncio.AbstractEventLoop, conn: socket.socket,
-                   first: bytes) -> None:  # fmt: skip
-        if first:
-            self._spawn(self._connect(loop, conn, first[0]))
-        else:  # closed (or reset) before saying anything
-            conn.close()
+    def _hand_over(self, conn: socket.socket, first: int) -> None:
+        self._spawn(self._connect(asyncio.get_running_loop(), conn, first))
 
     async def _connect(
         self, loop: asyncio.AbstractEventLoop, conn: socket.socket, first: int
@@ -529,14 +440,3 @@ def _why(status: ServiceStatus) -> str:
         text += f" (exit code {status.exit_code})"
     return text
 
-
-def _peek(conn: socket.socket) -> bytes | None:
-    """The connection's first byte, left in the socket; ``b""`` when the client closed (or
-    reset) it; ``None`` when nothing arrived yet."""
-    try:
-        return conn.recv(1, socket.MSG_PEEK)
-    except (BlockingIOError, InterruptedError):
-        return None
-    except OSError as exc:
-        logger.debug("dropped a connection before its first request: %r", exc)
-        return b""
