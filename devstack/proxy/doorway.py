@@ -16,6 +16,7 @@ import errno
 import logging
 import socket
 from collections.abc import Callable
+from typing import NamedTuple
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,16 @@ ACCEPT_BATCH = 64
 """Connections accepted per wakeup of the listener, at most (the rest wait for the next)."""
 ACCEPT_BACK_OFF_SECONDS = 0.1
 """How long accepting pauses when the process is out of descriptors (or memory)."""
+
+
+class Kind(NamedTuple):
+    """A listener's address family, type and protocol, as plain integers: what each accepted
+    socket is made with. (``socket.accept`` asks the listener for them on every connection, and
+    turning them into enums costs more than the rest of accepting.)"""
+
+    family: int
+    type: int
+    proto: int
 
 
 class Doorway:
@@ -46,10 +57,11 @@ class Doorway:
         first byte are closed) or until it fails for good."""
         loop = asyncio.get_running_loop()
         fd = listener.fileno()
+        kind = Kind(int(listener.family), int(listener.type), listener.proto)
         try:
             while True:
                 paused: asyncio.Future[float | None] = loop.create_future()
-                loop.add_reader(fd, self._take_pending, loop, listener, paused)
+                loop.add_reader(fd, self._take_pending, loop, listener, kind, paused)
                 try:
                     back_off = await paused
                 finally:
@@ -65,6 +77,7 @@ class Doorway:
         self,
         loop: asyncio.AbstractEventLoop,
         listener: socket.socket,
+        kind: Kind,
         paused: asyncio.Future[float | None],
     ) -> None:
         """The listener is readable: accept what is pending and pass each connection on."""
@@ -72,7 +85,7 @@ class Doorway:
             return
         for _ in range(ACCEPT_BATCH):
             try:
-                conn, _ = listener.accept()
+                fd, _ = listener._accept()  # type: ignore[attr-defined]  # socket.accept, no enums
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -84,6 +97,7 @@ class Doorway:
                                  exc)  # fmt: skip
                     paused.set_result(None)
                 return
+            conn = socket.socket(*kind, fileno=fd)
             conn.setblocking(False)
             first = _peek(conn)
             if first is None:

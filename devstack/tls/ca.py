@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from devstack.errors import TLSError
-from devstack.tls import pki, private
+from devstack.tls import pki, private, suites
 from devstack.tls.home import CA_CERT_NAME, tls_dir
 
 logger = logging.getLogger(__name__)
@@ -242,13 +242,15 @@ suites keep OpenSSL's order: the ``ssl`` module cannot set them."""
 
 def server_context() -> ssl.SSLContext:
     """The proxy's server side: TLS 1.2 or newer, ALPN ``http/1.1``, :data:`SESSION_TICKETS`
-    tickets, :data:`TLS12_CIPHERS` in the server's order; no certificate yet."""
+    tickets, :data:`TLS12_CIPHERS` and TLS 1.3's suites (AES-128-GCM first, where that can be
+    set) in the server's order; no certificate yet."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_alpn_protocols(ALPN_PROTOCOLS)
     context.set_ciphers(TLS12_CIPHERS)
     context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     context.num_tickets = SESSION_TICKETS
+    suites.prefer_aes128(context)
     return context
 
 
