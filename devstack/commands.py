@@ -300,8 +300,6 @@ def run(args: argparse.Namespace) -> int:
 def _run_in_process(spec: StackSpec, argv: list[str], timeout: float, port: int | None) -> int:
     """The stack runs in this process, its output in ``.devstack/logs/devstack.log``, and
     stops when the command ends (:mod:`devstack.oneshot`)."""
-    from devstack.oneshot import Command, OneShot
-
     began = time.monotonic()
     options = UpOptions(proxy_port=port, watch=False)
     logs_dir = spec.state_dir / "logs"
@@ -312,7 +310,9 @@ def _run_in_process(spec: StackSpec, argv: list[str], timeout: float, port: int 
             try:
                 launch = prepare(spec, options, printer)
                 try:
+                    # asyncio and the rest load once the services are spawned, as for `up`
                     from devstack.app import run as run_stack
+                    from devstack.oneshot import Command, OneShot
 
                     oneshot = OneShot(Command(argv, timeout), logs_dir)
                     return run_stack(launch, printer, began=began, oneshot=oneshot)

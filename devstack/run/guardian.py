@@ -272,10 +272,17 @@ class Family:
     def signal(self, sig: int, escapees: list[int] | None = None) -> list[int]:
         """Send ``sig`` to the group (when provably the family's) and to every escapee (those
         given, else found now, once the group has its signal); the escapees it signalled."""
+        self.signal_group(sig)
+        return self.signal_escapees(sig, self.escapees() if escapees is None else escapees)
+
+    def signal_group(self, sig: int) -> None:
+        """Send ``sig`` to the group, when it is provably the family's."""
         if self.owns_group():
             signal_group(self.pgid, sig)
-        if escapees is None:
-            escapees = self.escapees()
+
+    def signal_escapees(self, sig: int, escapees: list[int]) -> list[int]:
+        """Send ``sig`` to each of ``escapees`` whose mark is still the family's; those
+        signalled (the others are :attr:`unreachable`)."""
         needle, signalled = self._needle, []
         for pid in escapees:
             if _pidfd_signal(pid, sig, needle):
