@@ -106,16 +106,17 @@ class Stack:
             async with asyncio.TaskGroup() as group:
                 supervising = group.create_task(supervisor.run())
                 group.create_task(control.serve(supervising))
+                serving = asyncio.Event()  # the proxy serves (at once without one)
                 if self.oneshot is not None:
-                    # Not after the proxy's start: its sockets listen already (connections wait
-                    # in their backlog until it accepts), and its imports take longer than many
-                    # services take to be ready.
                     proxy_url = launch.listeners.origin if launch.listeners is not None else None
-                    group.create_task(self.oneshot.run(supervisor, proxy_url, launch.trust))
+                    group.create_task(
+                        self.oneshot.run(supervisor, proxy_url, launch.trust, serving)
+                    )
                 if launch.listeners is not None:
                     frontend = await self._start_frontend(supervisor, supervising, launch.listeners)
                     launch.listeners = None  # the proxy owns them now
                     control.stack = stack_info(control.stack, frontend)
+                serving.set()
                 launch.lock.update(
                     ports={n: vars_of(a) for n, a in launch.assignments.items()},
                     proxy_url=frontend.url if frontend else None,

@@ -1,8 +1,8 @@
 """``devstack run -- CMD``: one command run against the stack this process runs, then the stack
 stops and devstack exits with the command's status.
 
-The command starts once every service is ready (or is not started, and the stack stops, when
-``ready_seconds`` pass first), with the caller's environment plus what services get: the stack's
+The command starts once every service is ready and the proxy serves (or is not started, and the
+stack stops, when ``ready_seconds`` pass first), with the caller's environment plus what services get: the stack's
 variables (``DEVSTACK_URL``, ``DEVSTACK_<NAME>_URL``/``_PORT``) and the CA trust variables. It
 shares devstack's terminal and process group, so Ctrl-C in a terminal reaches it directly;
 signals sent to devstack alone (SIGTERM from a CI runner, SIGINT when devstack is not the
@@ -51,10 +51,11 @@ class OneShot:
         self._process: asyncio.subprocess.Process | None = None
 
     async def run(self, supervisor: Supervisor, proxy_url: str | None,
-                  trust: Mapping[str, str]) -> None:
-        """Wait for the services, run the command, then ask the stack to stop."""
+                  trust: Mapping[str, str], serving: asyncio.Event) -> None:
+        """Wait for the services and for the proxy to serve (``serving``), run the command,
+        then ask the stack to stop."""
         try:
-            if await self._ready(supervisor):
+            if await self._ready(supervisor, serving):
                 await self._run_command(supervisor, proxy_url, trust)
         except asyncio.CancelledError:
             if self.code is None:  # stopped from outside (`devstack down`) before it could run
@@ -65,14 +66,17 @@ class OneShot:
         finally:
             supervisor.request_shutdown()
 
-    async def _ready(self, supervisor: Supervisor) -> bool:
+    async def _ready(self, supervisor: Supervisor, serving: asyncio.Event) -> bool:
         seconds = self.command.ready_seconds
         try:
             async with asyncio.timeout(seconds):
                 await asyncio.shield(supervisor.started)
+                await serving.wait()
         except TimeoutError:
             waiting = [s.name for s in supervisor.statuses()
                        if not s.is_ready and s.state is not ServiceState.DONE]
+            if not serving.is_set():
+                waiting.append("the proxy")
             print(f"error: not ready after {seconds:g}s: {', '.join(waiting)}", file=sys.stderr)
             self._print_tails(waiting)
             self.code = ServiceStartError.exit_code

@@ -130,6 +130,22 @@ def test_run_gives_the_command_the_stack_and_its_ca(
     assert re.search(r"^status 200 https://localhost:\d+$", result.stdout, re.M), result.stdout
 
 
+def test_run_starts_the_command_once_the_proxy_serves(
+    devstack: DevstackRunner, stack: Path
+) -> None:
+    """Not merely once its socket listens: the stack's record names the proxy's URL only once
+    the proxy has started, and the command sees it there."""
+    look = (
+        "import json, subprocess, sys\n"
+        "out = subprocess.run([sys.executable, '-m', 'devstack', 'status', '--json'],\n"
+        "                     capture_output=True, text=True, check=True).stdout\n"
+        "print('proxy', json.loads(out)['stack']['proxy_url'])\n"
+    )
+    result = devstack.run("run", "--port", "0", "--", "python", "-c", look, cwd=stack)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^proxy https://localhost:\d+$", result.stdout, re.M), result.stdout
+
+
 def test_run_leaves_a_running_stack_running(devstack: DevstackRunner, stack: Path) -> None:
     up = devstack.run("up", "-d", "--port", "0", cwd=stack)
     assert up.returncode == 0, up.stderr
