@@ -2,12 +2,12 @@
 stops and devstack exits with the command's status.
 
 The command starts once every service is ready and the proxy serves (or is not started, and the
-stack stops, when ``ready_seconds`` pass first), with the caller's environment plus what services get: the stack's
-variables (``DEVSTACK_URL``, ``DEVSTACK_<NAME>_URL``/``_PORT``) and the CA trust variables. It
-shares devstack's terminal and process group, so Ctrl-C in a terminal reaches it directly;
-signals sent to devstack alone (SIGTERM from a CI runner, SIGINT when devstack is not the
-terminal's foreground) are passed on to it. While it runs, a signal never stops the stack under
-it: the stack stops once the command has ended.
+stack stops, when ``ready_seconds`` pass first), with the caller's environment plus what
+services get: the stack's variables (``DEVSTACK_URL``, ``DEVSTACK_<NAME>_URL``/``_PORT``) and
+the CA trust variables. It shares devstack's terminal and process group, so Ctrl-C in a terminal
+reaches it directly; signals sent to devstack alone (SIGTERM from a CI runner, SIGINT when
+devstack is not the terminal's foreground) are passed on to it. While it runs, a signal never
+stops the stack under it: the stack stops once the command has ended.
 """
 
 from __future__ import annotations

@@ -76,12 +76,16 @@ class FastLane:
         full_proxy: Callable[[], asyncio.Protocol],
         *,
         idle_seconds: float,
+        full_ready: asyncio.Future[None] | None = None,
     ) -> None:
-        """``full_proxy`` makes the protocol a connection is handed over to."""
+        """``full_proxy`` makes the protocol a connection is handed over to, once
+        ``full_ready`` is done (the full proxy may still be loading when the fast lane serves;
+        a connection handed over meanwhile waits, not read)."""
         self.table = table
         self.directory = directory
         self.pool = pool
         self.full_proxy = full_proxy
+        self.full_ready = full_ready
         self.idle_seconds = idle_seconds
         self.upstream_timeout = pool.upstream_timeout
         self.files: FileCache = FILES
@@ -379,6 +383,25 @@ class FastPath(asyncio.Protocol):
         self.lane.handovers += 1
         transport = self.transport
         if transport.is_closing():
+            return
+        ready = self.lane.full_ready
+        if ready is not None and not ready.done():
+            if not self._is_reading_paused:
+                transport.pause_reading()
+                self._is_reading_paused = True
+            ready.add_done_callback(lambda _: self._switch(data))
+            return
+        self._switch(data)
+
+    def _switch(self, data: bytes) -> None:
+        """Give the connection, with ``data`` (what it sent and the fast lane did not answer),
+        to the full proxy; closed instead when the proxy stopped before the full proxy served."""
+        transport = self.transport
+        if transport.is_closing():
+            return
+        ready = self.lane.full_ready
+        if ready is not None and ready.cancelled():
+            transport.close()
             return
         protocol = self.lane.full_proxy()
         transport.set_protocol(protocol)

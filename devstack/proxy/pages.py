@@ -13,8 +13,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Mapping, Sequence
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from devstack.proxy.failures import (
     ClientGone,
@@ -26,6 +25,9 @@ from devstack.proxy.failures import (
 )
 from devstack.proxy.routing import RouteTable
 from devstack.status import ServiceState
+
+if TYPE_CHECKING:  # the fast lane renders pages without aiohttp; the full proxy has it
+    from aiohttp import web
 
 _GONE_STATES = frozenset(
     {ServiceState.CRASHED, ServiceState.FAILED, ServiceState.STOPPED, ServiceState.DONE}
@@ -78,6 +80,8 @@ def failure_page(
         return None
     facts = _failure_facts(failure, status)
     content_type, text = page_content(status, *facts, as_json=wants_json(request), tail=tail)
+    from aiohttp import web
+
     return web.Response(status=status, text=text, content_type=content_type, headers=PAGE_HEADERS)
 
 
@@ -181,6 +185,8 @@ def page(
     # What a page echoes from the request (an Origin, say) may hold header bytes that are not
     # UTF-8, which arrive as lone surrogates: they are written as escapes, never a 500.
     body = text.encode("utf-8", "backslashreplace")
+    from aiohttp import web
+
     return web.Response(status=status, body=body, content_type=content_type, charset="utf-8",
                         headers=PAGE_HEADERS)  # fmt: skip
 

@@ -26,14 +26,12 @@ import http
 import logging
 from typing import Protocol
 
-from aiohttp.helpers import rfc822_formatted_time
-from aiohttp.http import SERVER_SOFTWARE
-
 from devstack.proxy import pages
 from devstack.proxy.failures import ConnectionLost, Stage, failure_for
 from devstack.proxy.headers import response_headers_bytes
 from devstack.proxy.live import injection
 from devstack.proxy.live.script import SCRIPT_HTML
+from devstack.proxy.stamps import SERVER_LINE, date_line
 from devstack.proxy.upstream.connection import Connection, Exchange
 
 logger = logging.getLogger(__name__)
@@ -127,9 +125,9 @@ class Relay(Exchange):
                 has_server = True
             head += (name, b": ", value, b"\r\n")
         if not has_date:
-            head.append(b"Date: %s\r\n" % rfc822_formatted_time().encode())
+            head.append(date_line())
         if not has_server:
-            head.append(b"Server: %s\r\n" % SERVER_SOFTWARE.encode())
+            head.append(SERVER_LINE)
         if self._is_live and content_type:
             self._add_tag(content_type, encoding, length, length_at)
         has_body = not self.is_head and status not in _NO_BODY_STATUSES
@@ -236,9 +234,7 @@ def _page_bytes(status: int, content_type: str, body: bytes) -> bytes:
     lines.append(b"Content-Type: %s; charset=utf-8" % content_type.encode())
     lines.append(b"Content-Length: %d" % len(body))
     lines += [b"%s: %s" % (k.encode(), v.encode()) for k, v in pages.PAGE_HEADERS.items()]
-    lines.append(b"Date: %s" % rfc822_formatted_time().encode())
-    lines.append(b"Server: %s" % SERVER_SOFTWARE.encode())
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+    return b"\r\n".join(lines) + b"\r\n" + date_line() + SERVER_LINE + b"\r\n" + body
 
 
 def _status_line(status: int, reason: bytes) -> bytes:

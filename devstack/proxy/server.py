@@ -9,7 +9,9 @@ Roles (after Caddy's reverse proxy):
   nothing is dropped after a deadline.
 - :mod:`devstack.proxy.fastlane` takes every TLS connection first and answers plain requests in
   protocol callbacks; anything else, and every request while the access log is on, is answered
-  here (the full proxy, on aiohttp's server).
+  by the full proxy (:mod:`devstack.proxy.full`, on aiohttp's server). The proxy can serve
+  before the full proxy has loaded (``start(full=False)``, then :meth:`Proxy.start_full`): what
+  is meant for it waits until then.
 - :mod:`devstack.proxy.routing` decides where a request goes (pure).
 - :class:`devstack.proxy.upstream.pool.PooledUpstream` carries it to the service (both lanes share
   its connections; :mod:`devstack.proxy.forward` holds the header rules and failures);
@@ -28,6 +30,7 @@ service restarts is retried once after it is ready again.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import socket
 import ssl
@@ -35,40 +38,26 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import aiohttp
-from aiohttp import web
-from multidict import istr
+from typing import TYPE_CHECKING, Any
 
 from devstack.manifest.spec import StackSpec
-from devstack.proxy import departure, pages, static, websocket
 from devstack.proxy.bind import Listeners, bind_proxy, origin
-from devstack.proxy.body import PacedBody
 from devstack.proxy.doorway import Doorway
-from devstack.proxy.failures import ForwardError, ServiceUnavailable, UpstreamRefused
 from devstack.proxy.fastlane import FastLane
-from devstack.proxy.forward import upstream_headers
-from devstack.proxy.live import endpoint
-from devstack.proxy.live.hub import Hub
-from devstack.proxy.live.script import SCRIPT_HTML
-from devstack.proxy.refusal import FrontDoorServer, options_answer, refusal_page
-from devstack.proxy.routing import Routed, RouteTable
-from devstack.proxy.target import BadRequest, BodyPace, check_framing
+from devstack.proxy.routing import RouteTable
+from devstack.proxy.target import BodyPace
 from devstack.proxy.upstream.pool import PooledUpstream
-from devstack.status import ServiceDirectory, ServiceState, ServiceStatus
+from devstack.status import ServiceDirectory
+
+if TYPE_CHECKING:
+    from devstack.proxy.full import FullProxy
+    from devstack.proxy.live.hub import Hub
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("devstack.access")
 
 TLS_RECORD_HANDSHAKE = 0x16
-SERVICE_KEY = web.RequestKey("devstack_service", str)
-"""Which service (or ``static``) answered a request, for the access log."""
-REFUSAL_GRACE_SECONDS = 1.0
-"""How long a refused connection waits for the supervisor to notice the service went away."""
-REFUSAL_POLL_SECONDS = 0.02
-_HOST = istr("Host")
-_TRANSFER_ENCODING = istr("Transfer-Encoding")
+FULL_MODULE = "devstack.proxy.full"
 
 
 @dataclass(frozen=True)
@@ -107,31 +96,16 @@ class Proxy:
         self._timeouts = timeouts
         self._table = RouteTable.from_spec(spec)
         self._upstream = PooledUpstream(upstream_timeout=spec.proxy.upstream_timeout_seconds)
-        self._hub = Hub(directory, spec.services, self._table)
-        self._ws_session: aiohttp.ClientSession | None = None
-        self._sockets = websocket.OpenSockets()
         self._listeners: list[socket.socket] = []
+        self._http_listeners: list[socket.socket] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._doorway = Doorway(timeouts.first_byte_seconds, self._hand_over)
         """Accepted connections waiting for their first byte, with their deadlines."""
-        self._http_servers: list[asyncio.Server] = []
         self._port: int | None = None
         self._fast_lane: FastLane | None = None
-        self._https = self._https_server()
-        self._redirector = FrontDoorServer(
-            self._redirect, access_log=None, keepalive_timeout=timeouts.first_byte_seconds
-        )
-
-    def _https_server(self) -> web.Server:
-        # Whether to write the access log is decided here, once: nothing per request when off.
-        logged = access_logger.isEnabledFor(logging.DEBUG)
-        return FrontDoorServer(
-            self._handle_logged if logged else self._handle,
-            handler_cancellation=True,
-            access_log=None,
-            auto_decompress=False,
-            keepalive_timeout=self._timeouts.idle_seconds,
-        )
+        self._full: FullProxy | None = None
+        self._full_ready: asyncio.Future[None] | None = None
+        """Done once the full proxy serves: what is meant for it waits on this until then."""
 
     @property
     def table(self) -> RouteTable:
@@ -150,14 +124,24 @@ class Proxy:
         return self._doorway.waiting
 
     @property
+    def has_full(self) -> bool:
+        """Whether the full proxy serves (it always does once ``start()`` returned, unless
+        started with ``full=False`` and :meth:`start_full` not done yet)."""
+        return self._full is not None
+
+    @property
     def hub(self) -> Hub:
-        """The pages listening for live-reload events."""
-        return self._hub
+        """The pages listening for live-reload events (the full proxy's)."""
+        if self._full is None:
+            raise RuntimeError("the live-reload hub comes with the full proxy")
+        return self._full.hub
 
     def static_changed(self, root: Path, files: tuple[Path, ...]) -> None:
         """Files under ``root``, a static route's folder, changed: pages swap stylesheets or
-        reload (:meth:`devstack.proxy.live.hub.Hub.static_changed`)."""
-        self._hub.static_changed(root, files)
+        reload (:meth:`devstack.proxy.live.hub.Hub.static_changed`). No page is connected before
+        the full proxy serves: nothing to tell then."""
+        if self._full is not None:
+            self._full.hub.static_changed(root, files)
 
     @property
     def port(self) -> int:
@@ -181,62 +165,83 @@ class Proxy:
     ) -> None:
         await self.stop()
 
-    async def start(self) -> None:
+    async def start(self, *, full: bool = True) -> None:
         """Bind every ``proxy.bind`` address (raising :class:`PortError` at once when the port
-        is taken) and start accepting."""
-        self._https = self._https_server()  # logging is configured by now
+        is taken) and start accepting. ``full=False``: the fast lane serves at once and the full
+        proxy is left to :meth:`start_full` (whose module the caller may import beforehand,
+        elsewhere than on the event loop: it is aiohttp's import)."""
+        loop = asyncio.get_running_loop()
+        self._full_ready = loop.create_future()
         self._fast_lane = self._make_fast_lane()
         listeners = self._prebound or bind_proxy(self._spec, self._wanted_port)
         self._prebound = None
         self._listeners = listeners.https
+        self._http_listeners = listeners.http
         self._port = listeners.port
-        loop = asyncio.get_running_loop()
-        try:
-            for sock in listeners.http:
-                server = await loop.create_server(self._redirector, sock=sock)
-                self._http_servers.append(server)
-            self._ws_session = websocket.client_session()
-        except BaseException:
-            await self.stop()
-            raise
+        if full:
+            try:
+                await self.start_full()
+            except BaseException:
+                await self.stop()
+                raise
         for sock in self._listeners:
             self._spawn(self._doorway.serve(sock))
-        self._spawn(self._hub.follow())
-        self._spawn(departure.follow(self._directory, self._spec.services, self._upstream,
-                                     self._sockets))  # fmt: skip
         logger.info("proxy listening on %s", self.url)
+
+    async def start_full(self) -> None:
+        """Start the full proxy (importing :data:`FULL_MODULE` if nobody did yet); what waited
+        for it goes on."""
+        if self._full is not None:
+            return
+        module = importlib.import_module(FULL_MODULE)
+        full: FullProxy = module.FullProxy(
+            self._spec, self._table, self._directory, self._upstream, self._timeouts,
+            lambda: self.port, self._spawn,
+        )  # fmt: skip
+        await full.start(self._http_listeners)
+        self._full = full
+        if self._full_ready is not None and not self._full_ready.done():
+            self._full_ready.set_result(None)
 
     async def stop(self) -> None:
         """Stop accepting, close every connection (open ones get ``shutdown_seconds`` to
         finish) and the upstream pool. Safe to call more than once."""
+        if self._full_ready is not None and not self._full_ready.done():
+            self._full_ready.cancel()  # what waits for the full proxy is closed
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._hub.close()
+        full = self._full
+        if full is not None:
+            await full.close_hub()
         for sock in self._listeners:
             sock.close()
         self._listeners = []
         if self._fast_lane is not None:
             await self._fast_lane.close(self._timeouts.shutdown_seconds)
-        for server in self._http_servers:
-            server.close()
-        await self._https.shutdown(self._timeouts.shutdown_seconds)
-        await self._redirector.shutdown(self._timeouts.shutdown_seconds)
-        for server in self._http_servers:
-            await server.wait_closed()
-        self._http_servers = []
+        if full is not None:
+            await full.stop()
+        else:
+            for sock in self._http_listeners:
+                sock.close()
+        self._http_listeners = []
         await self._upstream.stop()
-        if self._ws_session is not None:
-            await self._ws_session.close()
-            self._ws_session = None
+        if full is not None:
+            await full.close_client()
 
     def _make_fast_lane(self) -> FastLane | None:
         """The fast lane for plain requests, unless the access log is written (only the full
         proxy writes it)."""
         if access_logger.isEnabledFor(logging.DEBUG):
             return None
-        return FastLane(self._table, self._directory, self._upstream, self._https,
-                        idle_seconds=self._timeouts.idle_seconds)  # fmt: skip
+        return FastLane(self._table, self._directory, self._upstream, self._full_protocol,
+                        idle_seconds=self._timeouts.idle_seconds,
+                        full_ready=self._full_ready)  # fmt: skip
+
+    def _full_protocol(self) -> asyncio.Protocol:
+        assert self._full is not None, "handed over before the full proxy serves"
+        protocol: asyncio.Protocol = self._full.https()
+        return protocol
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -250,18 +255,23 @@ class Proxy:
         self, loop: asyncio.AbstractEventLoop, conn: socket.socket, first: int
     ) -> None:
         """``0x16`` starts a TLS handshake: the connection goes to the fast lane (or the HTTPS
-        server); any other first byte is plain HTTP, for the redirect server."""
+        server); any other first byte is plain HTTP, for the redirect server. What goes to the
+        full proxy waits for it to serve."""
         try:
             if first == TLS_RECORD_HANDSHAKE:
                 lane = self._fast_lane
+                if lane is None:
+                    await self._wait_full()
                 await loop.connect_accepted_socket(
-                    lane.protocol if lane is not None else self._https,
+                    lane.protocol if lane is not None else self._full_protocol,
                     conn,
                     ssl=self._ssl_context,
                     ssl_handshake_timeout=self._timeouts.first_byte_seconds,
                 )
             else:
-                await loop.connect_accepted_socket(self._redirector, conn)
+                await self._wait_full()
+                assert self._full is not None
+                await loop.connect_accepted_socket(self._full.redirector, conn)
         except (OSError, TimeoutError) as exc:
             logger.debug("dropped a connection before its first request: %r", exc)
             conn.close()
@@ -269,174 +279,7 @@ class Proxy:
             conn.close()
             raise
 
-    async def _redirect(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Plain HTTP: send the client to the same URL over https on the proxy's port, and
-        close the connection."""
-        routed = self._admit(request)
-        if isinstance(routed, web.StreamResponse):
-            return routed
-        netloc = routed.host if self.port == 443 else f"{routed.host}:{self.port}"
-        path_qs = "/" if routed.target.is_asterisk else routed.target.path_qs
-        location = f"https://{netloc}{path_qs}"
-        response = web.Response(
-            status=308, text=f"Use HTTPS: {location}\n", headers={"Location": location}
-        )
-        response.force_close()
-        return response
-
-    async def _handle_logged(self, request: web.BaseRequest) -> web.StreamResponse:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            response = await self._handle(request)
-        except asyncio.CancelledError:
-            access_logger.debug("%s %s client gone", request.method, request.path)
-            raise
-        access_logger.debug(
-            "%s %s %d %s %.1fms",
-            request.method,
-            request.path,
-            response.status,
-            request.get(SERVICE_KEY, "-"),
-            (loop.time() - started) * 1000,
-        )
-        return response
-
-    def _admit(self, request: web.BaseRequest) -> Routed | web.StreamResponse:
-        """The request's target and Host checked and resolved (:meth:`RouteTable.route`, the
-        rules the fast lane follows too), or the page refusing it."""
-        hosts = request.headers.getall(_HOST, ())
-        host = hosts[0] if len(hosts) == 1 else None
-        try:
-            check_framing(
-                request.version, has_transfer_encoding=_TRANSFER_ENCODING in request.headers
-            )
-            routed = self._table.route(request.method, request.raw_path, host)
-        except BadRequest as refused:
-            return refusal_page(request, refused)
-        if not routed.is_allowed:
-            return pages.forbidden_host_page(request, routed.host)
-        return routed
-
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        routed = self._admit(request)
-        if isinstance(routed, web.StreamResponse):
-            return routed
-        if routed.target.is_asterisk:
-            return options_answer()
-        match = routed.match
-        if match is None:
-            return pages.not_found_page(request, self._table)
-        target = match.route.target
-        if target.is_reserved:
-            request[SERVICE_KEY] = "devstack"
-            return await endpoint.answer(request, match.path, hub=self._hub, table=self._table,
-                                         port=self.port)  # fmt: skip
-        if target.static is not None:
-            request[SERVICE_KEY] = "static"
-            return await static.serve(request, target.static, match.path, routed.target,
-                                      live_reload=target.live_reload)  # fmt: skip
-        service = target.service or ""
-        request[SERVICE_KEY] = service
-        try:
-            return await self._forward(request, service, routed)
-        except asyncio.CancelledError:
-            logger.debug("client left before %s answered %s %s", service, request.method,
-                         request.path)  # fmt: skip
-            raise
-        except BadRequest as refused:
-            return refusal_page(request, refused)
-        except ForwardError as failure:
-            tail = SCRIPT_HTML if target.live_reload else ""
-            response = pages.failure_page(request, failure, tail=tail)
-            if response is None:
-                logger.debug("%s %s: %s", request.method, request.path, failure)
-                if request.transport is not None:
-                    request.transport.close()
-                return web.Response(status=499)
-            return response
-
-    async def _forward(
-        self, request: web.BaseRequest, service: str, routed: Routed
-    ) -> web.StreamResponse:
-        assert routed.match is not None
-        status = await self._serving(service)
-        path_qs = routed.upstream_path
-        headers = upstream_headers(request, prefix=routed.match.stripped_prefix)
-        if routed.target.host is not None:
-            # The absolute form: its authority is the host (RFC 9112 section 3.2.2).
-            authority = request.raw_path.split("/", 3)[2]
-            headers[_HOST] = headers["X-Forwarded-Host"] = authority
-        is_ws = websocket.is_upgrade(request)
-        has_body = request.body_exists and not is_ws
-        body = PacedBody(request, self._timeouts.body_pace) if has_body else None
-        for attempt in (1, 2):
-            try:
-                if is_ws:
-                    assert self._ws_session is not None
-                    return await websocket.bridge(
-                        request,
-                        self._ws_session,
-                        service=service,
-                        port=status.port,
-                        path_qs=path_qs,
-                        headers=headers.copy(),
-                        handshake_seconds=self._spec.proxy.upstream_timeout_seconds,
-                        sockets=self._sockets,
-                    )
-                return await self._upstream.forward(
-                    request, service, status.port, path_qs, headers, body,
-                    live_reload=routed.match.target.live_reload,
-                )  # fmt: skip
-            except UpstreamRefused:
-                if attempt == 2 or (body is not None and body.is_started):
-                    raise
-                logger.debug("%s refused a connection; waiting for it to be ready", service)
-                status = await self._after_refusal(service, status)
-            except ForwardError as failure:
-                if body is not None and body.too_slow is not None:
-                    raise body.too_slow from failure  # the client's fault, not the service's
-                raise
-        raise AssertionError("unreachable")
-
-    async def _serving(self, service: str) -> ServiceStatus:
-        """The service's status once it can take a request; waits while it is coming."""
-        status = self._directory.status(service)
-        if status.is_ready:
-            return status
-        return await self._wait_ready(service, status)
-
-    async def _wait_ready(self, service: str, status: ServiceStatus) -> ServiceStatus:
-        if status.state.is_coming or status.state is ServiceState.STOPPING:
-            wait = self._spec.proxy.wait_seconds
-            status = await self._directory.wait_ready(service, wait)
-            if status.is_ready:
-                return status
-            if status.state.is_coming or status.state is ServiceState.STOPPING:
-                raise ServiceUnavailable(status, f"still {status.state} after {wait:g} s")
-        raise ServiceUnavailable(status, _why(status))
-
-    async def _after_refusal(self, service: str, refused: ServiceStatus) -> ServiceStatus:
-        """The service refused a connection while marked ready: it is probably restarting and
-        the supervisor has not noticed yet. Give it a moment to update the status, then wait
-        as for any starting service (or go to its new port)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + REFUSAL_GRACE_SECONDS
-        status = self._directory.status(service)
-        while status == refused and loop.time() < deadline:
-            # The directory offers no change notification; poll it for this short window.
-            await asyncio.sleep(REFUSAL_POLL_SECONDS)
-            status = self._directory.status(service)
-        if status.is_ready:
-            return status
-        return await self._wait_ready(service, status)
-
-
-def _why(status: ServiceStatus) -> str:
-    text = f"{status.name} is {status.state}"
-    if status.reason:
-        text += f": {status.reason}"
-    elif status.exit_code is not None:
-        text += f" (exit code {status.exit_code})"
-    return text
-
+    async def _wait_full(self) -> None:
+        if self._full is None:
+            assert self._full_ready is not None
+            await asyncio.shield(self._full_ready)

@@ -10,8 +10,6 @@
   with back-pressure.
 - :mod:`.full`: the full proxy's side (aiohttp): what the fast lane hands over (other methods,
   405 with ``Allow``; missing files, the 404 page; folders without their slash, 308).
+
+Nothing is imported here: the fast lane's modules load without aiohttp (:mod:`.full` needs it).
 """
-
-from devstack.proxy.static.full import serve
-
-__all__ = ["serve"]

@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
-import time
-from email.utils import formatdate
 from typing import Protocol
 
-from aiohttp.http import SERVER_SOFTWARE
-
+from devstack.proxy.stamps import SERVER_LINE, date_line
 from devstack.proxy.static.answer import FILE_REQUEST_HEADERS, FileAnswer, FileRequest
 from devstack.proxy.static.cache import Recalled
 
@@ -37,31 +33,11 @@ _STATUS_LINES = {
     412: b"HTTP/1.1 412 Precondition Failed\r\n",
     416: b"HTTP/1.1 416 Range Not Satisfiable\r\n",
 }
-_SERVER = b"Server: " + SERVER_SOFTWARE.encode() + b"\r\n"
 _CLOSING = {True: b"Connection: close\r\n\r\n", False: b"\r\n"}
 """The end of a head: with ``Connection: close`` or without."""
 _FIELDS = {name.encode(): field for name, field in FILE_REQUEST_HEADERS.items()}
 
 
-class _DateLine:
-    """The ``Date`` header line, formatted once a second: the wall clock is read then (a system
-    call on some virtual machines), and the event loop's clock, which costs none, says when the
-    second is over."""
-
-    def __init__(self) -> None:
-        self._until = -math.inf
-        self._line = b""
-
-    def __call__(self) -> bytes:
-        now = asyncio.get_running_loop().time()
-        if now >= self._until:
-            wall = time.time()
-            self._line = b"Date: %s\r\n" % formatdate(wall, usegmt=True).encode()
-            self._until = now + 1.0 - wall % 1.0
-        return self._line
-
-
-date_line = _DateLine()
 
 
 class StreamFront(Protocol):
@@ -102,7 +78,7 @@ def send(front: StreamFront, answer: FileAnswer, fd: int | None, *,
         send_again(front, recalled)
         return None, recalled if answer.basis is not None else None
     transport = front.transport
-    transport.write(b"".join((head, date_line(), _SERVER, _CLOSING[close])))
+    transport.write(b"".join((head, date_line(), SERVER_LINE, _CLOSING[close])))
     stream = FileStream(front, body if fd is None else fd, answer.offset, answer.length,
                         close=close)  # fmt: skip
     if not stream.pump():
@@ -115,7 +91,7 @@ def send(front: StreamFront, answer: FileAnswer, fd: int | None, *,
 def send_again(front: StreamFront, answer: Recalled) -> None:
     """Write a whole answer in one write (the head, with today's Date, and the body)."""
     transport = front.transport
-    transport.write(b"".join((answer.head, date_line(), _SERVER, _CLOSING[answer.close],
+    transport.write(b"".join((answer.head, date_line(), SERVER_LINE, _CLOSING[answer.close],
                               answer.body)))  # fmt: skip
     if answer.close:
         transport.close()

@@ -29,15 +29,19 @@ import collections
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from aiohttp import web
 from multidict import CIMultiDict, istr
 
 from devstack.proxy.failures import ConnectionLost, Stage, failure_for
-from devstack.proxy.forward import RequestBody, start_response
 from devstack.proxy.headers import response_headers_bytes
 from devstack.proxy.live import injection
 from devstack.proxy.upstream.connection import Connection, Exchange
+
+if TYPE_CHECKING:  # the full proxy's side; the fast lane loads this module without aiohttp
+    from aiohttp import web
+
+    from devstack.proxy.forward import RequestBody
 
 logger = logging.getLogger(__name__)
 
@@ -290,6 +294,8 @@ class PooledUpstream:
         tag: bytes,
     ) -> web.StreamResponse:
         """Pass the answer on, with ``tag`` (the live-reload script, or nothing) after its body."""
+        from devstack.proxy.forward import start_response
+
         headers = exchange.headers()
         status, reason = exchange.status, exchange.reason.decode("latin-1") or None
         if tag and (length := headers.get(_CONTENT_LENGTH, "")).isdigit():
