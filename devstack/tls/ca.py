@@ -5,23 +5,27 @@ Layout under :func:`devstack_home` (folders 0700, every file holding a key 0600)
     tls/ca.crt              the CA certificate (what users trust; ``devstack ca`` prints its path)
     tls/ca.key              its private key, made once and never silently replaced
     tls/certs/<digest>.pem  a cached leaf: key + certificate, one file per (CA, host set)
+    tls/certs/<digest>.json its record, for the quick start (:mod:`devstack.tls.leaves`)
 
 The CA is ECDSA P-256, valid for ten years. A leaf names every host explicitly in its
 subjectAltName (no wildcards under ``localhost``), is ECDSA P-256 with the serverAuth usage and is
 valid for :data:`LEAF_VALIDITY` (90 days). It is renewed when less than a third of that is left, or
 when the host set changes, by loading the new chain into the *same* :class:`ssl.SSLContext`: new
 handshakes get the new certificate, the server keeps running.
+
+What needs no cryptography lives in modules of its own, re-exported here: the host names
+(:mod:`devstack.tls.hosts`), the server context (:mod:`devstack.tls.context`) and the cache's
+layout (:mod:`devstack.tls.leaves`), so that :mod:`devstack.tls.quick` can serve a cached leaf
+before cryptography is loaded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
-import hashlib
+import functools
 import ipaddress
 import logging
-import re
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -34,32 +38,28 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+# The ``X as X`` imports are re-exports: callers keep importing them from here.
 from devstack.errors import TLSError
-from devstack.tls import pki, private, suites
-from devstack.tls.home import CA_CERT_NAME, tls_dir
+from devstack.tls import leaves, pki, private
+from devstack.tls.context import ALPN_PROTOCOLS as ALPN_PROTOCOLS
+from devstack.tls.context import SESSION_TICKETS as SESSION_TICKETS
+from devstack.tls.context import TLS12_CIPHERS as TLS12_CIPHERS
+from devstack.tls.context import server_context as server_context
+from devstack.tls.home import CA_CERT_NAME, CA_KEY_NAME, tls_dir
+from devstack.tls.hosts import BASE_HOSTS as BASE_HOSTS
+from devstack.tls.hosts import normalize_host as normalize_host
+from devstack.tls.hosts import normalize_hosts as normalize_hosts
+from devstack.tls.leaves import RENEW_FRACTION as RENEW_FRACTION
+from devstack.tls.leaves import Clock as Clock
+from devstack.tls.leaves import utc_now as utc_now
 
 logger = logging.getLogger(__name__)
-
-Clock = Callable[[], dt.datetime]
 
 CA_VALIDITY = dt.timedelta(days=3650)
 LEAF_VALIDITY = dt.timedelta(days=90)
 """Well under the 397 days browsers accept; renewal is automatic, so short is cheap."""
-RENEW_FRACTION = 3
-"""A leaf is renewed once less than 1/RENEW_FRACTION of its validity is left."""
 BACKDATE = dt.timedelta(minutes=5)
 """notBefore lies a little in the past, so a client whose clock lags slightly still accepts it."""
-BASE_HOSTS = ("localhost", "127.0.0.1", "::1")
-ALPN_PROTOCOLS = ["http/1.1"]
-
-_CA_KEY = "ca.key"
-_LEAF_DIR = "certs"
-_LOCK = ".lock"
-_DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 # --- the certificate authority ------------------------------------------------------------------
@@ -105,7 +105,7 @@ def load_or_create_ca(home: Path | None = None, *, clock: Clock = utc_now) -> Ce
     would silently invalidate every trust store the old one was installed in.
     """
     folder = private.private_dir(tls_dir(home))
-    cert_path, key_path = folder / CA_CERT_NAME, folder / _CA_KEY
+    cert_path, key_path = folder / CA_CERT_NAME, folder / CA_KEY_NAME
     if not cert_path.exists():
         with private.locked(folder):
             if not cert_path.exists():
@@ -189,87 +189,43 @@ def _load_ca(cert_path: Path, key_path: Path) -> CertificateAuthority:
     )
 
 
-# --- hosts --------------------------------------------------------------------------------------
-
-
-def normalize_hosts(hosts: Iterable[str]) -> tuple[str, ...]:
-    """:data:`BASE_HOSTS` first, then the other hosts, lowercased, deduplicated and sorted."""
-    extra = {normalize_host(h) for h in hosts} - set(BASE_HOSTS)
-    return (*BASE_HOSTS, *sorted(extra))
-
-
-def normalize_host(host: str) -> str:
-    """One SAN entry: an IP address in canonical form or a lowercase ASCII (IDNA) DNS name."""
-    text = host.strip().removeprefix("[").removesuffix("]").rstrip(".")
-    with contextlib.suppress(ValueError):
-        return str(ipaddress.ip_address(text))
-    try:
-        name = text.encode("idna").decode("ascii").lower()
-    except UnicodeError as exc:
-        raise TLSError(
-            f"host {host!r} is not a valid DNS name ({exc}); fix it in proxy.hosts"
-        ) from exc
-    labels = name.split(".")
-    wildcard = labels[0] == "*"
-    if wildcard and (len(labels) < 3 or labels[-1] == "localhost"):
-        raise TLSError(
-            f"host {host!r}: wildcards under localhost or a top-level domain are not accepted by "
-            f"browsers; list each name (for example app.localhost) in proxy.hosts instead"
-        )
-    checked = labels[1:] if wildcard else labels
-    if not name or len(name) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in checked):
-        raise TLSError(f"host {host!r} is not a valid DNS name; use letters, digits, '-' and '.'")
-    return name
-
-
 # --- the leaf certificate -----------------------------------------------------------------------
-
-SESSION_TICKETS = 1
-"""TLS 1.3 session tickets sent after a handshake (OpenSSL's default is two). One is what a
-client resumes its next connection with (as Go's server, and so Caddy, sends); each ticket costs
-the server an encryption and the client a session to store. Resuming spares the client the
-certificate and its signature check; with OpenSSL 3.0 the server's side of a resumed handshake
-costs about what a full one does."""
-TLS12_CIPHERS = ":".join([
-    "ECDHE-ECDSA-AES128-GCM-SHA256",
-    "ECDHE-ECDSA-CHACHA20-POLY1305",
-    "ECDHE-ECDSA-AES256-GCM-SHA384",
-])  # fmt: skip
-"""For TLS 1.2 clients, in the server's order (the leaf's key is ECDSA): AES-128-GCM first,
-cheaper per byte than AES-256 with the same forward secrecy, as Go and Caddy prefer. TLS 1.3's
-suites keep OpenSSL's order: the ``ssl`` module cannot set them."""
-
-
-def server_context() -> ssl.SSLContext:
-    """The proxy's server side: TLS 1.2 or newer, ALPN ``http/1.1``, :data:`SESSION_TICKETS`
-    tickets, :data:`TLS12_CIPHERS` and TLS 1.3's suites (AES-128-GCM first, where that can be
-    set) in the server's order; no certificate yet."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_alpn_protocols(ALPN_PROTOCOLS)
-    context.set_ciphers(TLS12_CIPHERS)
-    context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
-    context.num_tickets = SESSION_TICKETS
-    suites.prefer_aes128(context)
-    return context
-
 
 
 class ServerCertificate:
     """The proxy's leaf certificate and the one server :class:`ssl.SSLContext` that serves it.
 
     ``clock`` must return aware UTC datetimes; tests inject one to drive renewal.
+
+    ``context`` is a server context to serve from instead of a new :func:`server_context`: the
+    quick start's (:mod:`devstack.tls.quick`), already serving the leaf whose SHA-256 is
+    ``serving``. The chain is then loaded into it only if the certificate settled on here is
+    another, through ``reload_with`` when given: from a worker thread, pass the event loop's
+    ``call_soon_threadsafe``, since OpenSSL does not guard a context whose certificate is being
+    replaced against a handshake starting on another thread.
     """
 
     def __init__(
-        self, ca: CertificateAuthority, hosts: Sequence[str], *, clock: Clock = utc_now
+        self,
+        ca: CertificateAuthority,
+        hosts: Sequence[str],
+        *,
+        clock: Clock = utc_now,
+        context: ssl.SSLContext | None = None,
+        serving: str | None = None,
+        reload_with: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
         self._ca = ca
         self._clock = clock
         self._hosts = normalize_hosts(hosts)
-        self._context = server_context()
+        self._context = context if context is not None else server_context()
         self._certificate, self._path = self._load_or_issue(self._hosts)
-        self._context.load_cert_chain(self._path)
+        if serving != self.fingerprint:
+            load = functools.partial(self._context.load_cert_chain, self._path)
+            if reload_with is None:
+                load()
+            else:
+                reload_with(load)
 
     @property
     def context(self) -> ssl.SSLContext:
@@ -283,6 +239,11 @@ class ServerCertificate:
     @property
     def certificate(self) -> x509.Certificate:
         return self._certificate
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the certificate's DER, lowercase hex (as :func:`leaves.pem_fingerprint`)."""
+        return self._certificate.fingerprint(hashes.SHA256()).hex()
 
     @property
     def path(self) -> Path:
@@ -337,12 +298,14 @@ class ServerCertificate:
                 if cached is None:
                     cached = _issue_leaf(self._ca, hosts, self._clock(), path)
                     logger.info("issued a TLS certificate for %s", ", ".join(hosts))
+                    return cached, path
+        _remember(self._ca, hosts, cached, path)  # a leaf cached before records were written
         return cached, path
 
     def _cache_path(self, hosts: tuple[str, ...]) -> Path:
-        key = "\n".join([self._ca.fingerprint, *hosts]).encode()
-        folder = private.private_dir(self._ca.cert_path.parent / _LEAF_DIR)
-        return folder / f"{hashlib.sha256(key).hexdigest()[:24]}.pem"
+        path = leaves.cache_path(self._ca.cert_path.parent, self._ca.fingerprint, hosts)
+        private.private_dir(path.parent)
+        return path
 
     def _load_cached(self, path: Path, hosts: tuple[str, ...]) -> x509.Certificate | None:
         """The cached leaf if it is usable as is: ours, for exactly these hosts, not due."""
@@ -393,7 +356,29 @@ def _issue_leaf(
     # One file holding key and certificate: replaced in one rename, so a reader never pairs a
     # new certificate with an old key.
     private.write_private(path, pki.key_pem(key) + cert.public_bytes(serialization.Encoding.PEM))
+    _remember(ca, hosts, cert, path)
     return cert
+
+
+def _remember(
+    ca: CertificateAuthority, hosts: Sequence[str], cert: x509.Certificate, path: Path
+) -> None:
+    """Write the leaf's record beside it unless the one there says the same already. Not
+    fatal: without a record the next start only takes the slow path."""
+    record = leaves.LeafRecord(
+        hosts=tuple(hosts),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        renew_at=_renew_at(cert),
+        ca_fingerprint=ca.fingerprint,
+        fingerprint=cert.fingerprint(hashes.SHA256()).hex(),
+    )
+    if leaves.read_record(path) == record:
+        return
+    try:
+        leaves.write_record(path, record)
+    except TLSError as exc:
+        logger.info("could not write the certificate's record (the next start is slower): %s", exc)
 
 
 def _general_names(hosts: Iterable[str]) -> Iterator[x509.GeneralName]:
@@ -414,8 +399,7 @@ def _san_hosts(cert: x509.Certificate) -> set[str]:
 
 
 def _renew_at(cert: x509.Certificate) -> dt.datetime:
-    validity = cert.not_valid_after_utc - cert.not_valid_before_utc
-    return cert.not_valid_after_utc - validity / RENEW_FRACTION
+    return leaves.renew_at(cert.not_valid_before_utc, cert.not_valid_after_utc)
 
 
 # --- client side --------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ from pathlib import Path
 
 TLS_DIR_NAME = "tls"
 CA_CERT_NAME = "ca.crt"
+CA_KEY_NAME = "ca.key"
+LEAF_DIR_NAME = "certs"
 
 
 def devstack_home() -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import shutil
 import socket
 import ssl
@@ -16,6 +17,7 @@ import pytest
 from cryptography import x509
 
 from devstack.tls import ca as tls
+from devstack.tls import quick
 
 BODY = b"hello over tls"
 CLIENT_TIMEOUT_SECONDS = 10.0
@@ -250,5 +252,38 @@ def test_a_renewed_certificate_is_served_without_restarting(devstack_home: Path)
             assert served == server.certificate and served.serial_number != old.serial_number
             assert served.not_valid_after_utc > old.not_valid_after_utc
             assert body == BODY
+
+    asyncio.run(scenario())
+
+
+@needs_curl
+def test_the_quick_start_serves_then_verify_swaps_in_a_leaf_of_a_new_ca() -> None:
+    """Serve the cached leaf from the quick start (curl and Python verify it against the CA);
+    replace the CA, run the full check in a worker thread as the proxy does, and see the next
+    handshake get a leaf of the new CA from the same context, the server never restarted."""
+    ca = tls.load_or_create_ca()
+    tls.ServerCertificate(ca, ["api.localhost"])
+    cached = quick.cached_server_context(["api.localhost"])
+    assert cached is not None
+
+    async def scenario() -> None:
+        async with serving(cached.context) as port:
+            code, output = await run(*curl(ca, f"https://127.0.0.1:{port}/"))
+            assert (code, output) == (0, f"{BODY.decode()}\n0")
+            der, body = await fetch(port, "api.localhost", tls.client_context())
+            assert hashlib.sha256(der).hexdigest() == cached.fingerprint and body == BODY
+
+            ca.cert_path.unlink()
+            ca.key_path.unlink()
+            loop = asyncio.get_running_loop()
+            # The reload is queued on the loop before the thread's result: it has run by now.
+            verified = await asyncio.to_thread(cached.verify, reload_with=loop.call_soon_threadsafe)
+            new_ca = tls.load_or_create_ca()
+            assert new_ca.fingerprint != ca.fingerprint
+
+            der, body = await fetch(port, "api.localhost", tls.client_context())
+            served = x509.load_der_x509_certificate(der)
+            assert served == verified.certificate and body == BODY
+            served.verify_directly_issued_by(new_ca.certificate)
 
     asyncio.run(scenario())
