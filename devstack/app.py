@@ -116,6 +116,7 @@ class Stack:
                     frontend = await self._start_frontend(supervisor, supervising, launch.listeners)
                     launch.listeners = None  # the proxy owns them now
                     control.stack = stack_info(control.stack, frontend)
+                    group.create_task(self._complete_frontend(supervisor, supervising, frontend))
                 serving.set()
                 launch.lock.update(
                     ports={n: vars_of(a) for n, a in launch.assignments.items()},
@@ -144,12 +145,33 @@ class Stack:
             # probes instead of blocking the loop in front of them.
             module = await load_in_background(importlib.import_module, "devstack.proxy.frontend")
             frontend: Frontend = module.Frontend(self.spec, listeners)
-            await frontend.start(supervisor)
+            await frontend.start(supervisor, full=False)
         except BaseException:
             supervisor.request_shutdown()
             await asyncio.shield(supervising)
             raise
         return frontend
+
+    async def _complete_frontend(
+        self, supervisor: Supervisor, supervising: asyncio.Task[None], frontend: Frontend
+    ) -> None:
+        """The proxy serves with its fast lane; the full proxy (aiohttp) loads once the
+        services are ready, beside nothing they need, or as soon as a request needs it. Under
+        ``devstack run`` only then: a command that never needs it never waits for it."""
+        wanted = asyncio.ensure_future(frontend.full_wanted.wait())
+        waits: list[asyncio.Future[Any]] = [wanted, supervising]
+        if self.oneshot is None:
+            waits.append(supervisor.started)
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            wanted.cancel()
+        if supervising.done():
+            return
+        from devstack.proxy.server import FULL_MODULE
+
+        await load_in_background(importlib.import_module, FULL_MODULE)
+        await frontend.start_full()
 
     def _on_signal(self, supervisor: Supervisor, signum: int) -> None:
         if self.oneshot is not None and self.oneshot.on_signal(signum):

@@ -19,20 +19,32 @@ old one has exited, and the proxy sends nothing to it before it is ready.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from devstack.proxy.upstream.pool import PooledUpstream
-from devstack.proxy.websocket import GOING_AWAY, SERVICE_RESTART, OpenSockets
 from devstack.status import ServiceDirectory, ServiceState, ServiceStatus
 
 logger = logging.getLogger(__name__)
+
+GOING_AWAY = 1001
+"""The websocket close code for a service that stops for good."""
+SERVICE_RESTART = 1012
+"""The websocket close code for a process that a new one replaces."""
+
+
+class Sockets(Protocol):
+    """The proxy's open websockets (:class:`devstack.proxy.websocket.OpenSockets`)."""
+
+    def leave(self, port: int, code: int) -> None: ...
 
 _FOR_GOOD = frozenset({ServiceState.STOPPING, ServiceState.STOPPED})
 
 
 async def follow(directory: ServiceDirectory, services: Iterable[str], upstream: PooledUpstream,
-                 sockets: OpenSockets) -> None:  # fmt: skip
-    """End the long-lived answers of every process that leaves, until cancelled."""
+                 sockets: Callable[[], Sockets | None]) -> None:  # fmt: skip
+    """End the long-lived answers of every process that leaves, until cancelled. ``sockets``:
+    the open websockets, once the full proxy (which relays them) serves."""
     names = tuple(services)
     seen = {name: directory.status(name) for name in names}
     while True:
@@ -44,7 +56,8 @@ async def follow(directory: ServiceDirectory, services: Iterable[str], upstream:
                 code = GOING_AWAY if now.state in _FOR_GOOD else SERVICE_RESTART
                 logger.debug("%s's process %s on port %d is leaving (%s)", name, before.pid,
                              before.port, now.state)  # fmt: skip
-                sockets.leave(before.port, code)
+                if (open_sockets := sockets()) is not None:
+                    open_sockets.leave(before.port, code)
                 upstream.end_event_streams(before.port)
 
 

@@ -77,15 +77,17 @@ class FastLane:
         *,
         idle_seconds: float,
         full_ready: asyncio.Future[None] | None = None,
+        full_wanted: asyncio.Event | None = None,
     ) -> None:
         """``full_proxy`` makes the protocol a connection is handed over to, once
         ``full_ready`` is done (the full proxy may still be loading when the fast lane serves;
-        a connection handed over meanwhile waits, not read)."""
+        a connection handed over meanwhile waits, not read, and sets ``full_wanted``)."""
         self.table = table
         self.directory = directory
         self.pool = pool
         self.full_proxy = full_proxy
         self.full_ready = full_ready
+        self.full_wanted = full_wanted
         self.idle_seconds = idle_seconds
         self.upstream_timeout = pool.upstream_timeout
         self.files: FileCache = FILES
@@ -390,6 +392,8 @@ class FastPath(asyncio.Protocol):
                 transport.pause_reading()
                 self._is_reading_paused = True
             ready.add_done_callback(lambda _: self._switch(data))
+            if self.lane.full_wanted is not None:
+                self.lane.full_wanted.set()
             return
         self._switch(data)
 

@@ -1,8 +1,9 @@
 """The stack's front door as ``devstack up`` runs it: the proxy with its certificate.
 
-Imported only when the proxy is on, after the services have been spawned: aiohttp and
-cryptography take a few hundred milliseconds to load, which then overlap the services' own
-start-up instead of delaying it.
+Imported only when the proxy is on, after the services have been spawned. It serves with the
+fast lane first; the full proxy (:data:`FULL_MODULE`: aiohttp, about 150 ms of imports) is
+started once the services are ready, or as soon as a request needs it
+(:meth:`Frontend.start_full`).
 """
 
 from __future__ import annotations
@@ -31,12 +32,25 @@ class Frontend:
         self.ca_path = authority.cert_path
         self.certificate = ServerCertificate(authority, certificate_hosts(spec))
 
-    async def start(self, directory: ServiceDirectory) -> None:
+    async def start(self, directory: ServiceDirectory, *, full: bool = True) -> None:
+        """Serve. ``full=False``: with the fast lane alone, until :meth:`start_full`."""
         self._proxy = Proxy(
             self.spec, directory, self.certificate.context, listeners=self._listeners
         )
-        await self._proxy.start()
+        await self._proxy.start(full=full)
         self._renewal = asyncio.get_running_loop().create_task(self.certificate.keep_renewed())
+
+    async def start_full(self) -> None:
+        """Start the full proxy (its module, :data:`FULL_MODULE`, best imported beforehand
+        off the event loop)."""
+        assert self._proxy is not None
+        await self._proxy.start_full()
+
+    @property
+    def full_wanted(self) -> asyncio.Event:
+        """Set when a request waits for the full proxy."""
+        assert self._proxy is not None
+        return self._proxy.full_wanted
 
     async def stop(self) -> None:
         if self._renewal is not None:

@@ -22,7 +22,7 @@ from aiohttp import web
 from multidict import istr
 
 from devstack.manifest.spec import StackSpec
-from devstack.proxy import departure, pages, websocket
+from devstack.proxy import pages, websocket
 from devstack.proxy.body import PacedBody
 from devstack.proxy.failures import ForwardError, ServiceUnavailable, UpstreamRefused
 from devstack.proxy.forward import upstream_headers
@@ -37,7 +37,7 @@ from devstack.proxy.upstream.pool import PooledUpstream
 from devstack.status import ServiceDirectory, ServiceState, ServiceStatus
 
 if TYPE_CHECKING:
-    from devstack.proxy.server import ProxyTimeouts
+    from devstack.proxy.timeouts import ProxyTimeouts
 
 logger = logging.getLogger("devstack.proxy.server")
 access_logger = logging.getLogger("devstack.access")
@@ -75,7 +75,7 @@ class FullProxy:
         self._port = port
         self._spawn = spawn
         self.hub = Hub(directory, spec.services, table)
-        self._sockets = websocket.OpenSockets()
+        self.sockets = websocket.OpenSockets()
         self._ws_session: aiohttp.ClientSession | None = None
         self._http_servers: list[asyncio.Server] = []
         self.https = self._https_server()
@@ -88,14 +88,12 @@ class FullProxy:
         return self._port()
 
     async def start(self, http_listeners: list[socket.socket]) -> None:
-        """Serve the plain-HTTP listeners (redirects) and start following the stack."""
+        """Serve the plain-HTTP listeners (redirects), and start telling pages what happens."""
         loop = asyncio.get_running_loop()
         self._ws_session = websocket.client_session()
         for sock in http_listeners:
             self._http_servers.append(await loop.create_server(self.redirector, sock=sock))
         self._spawn(self.hub.follow())
-        self._spawn(departure.follow(self._directory, self._spec.services, self._upstream,
-                                     self._sockets))  # fmt: skip
 
     async def close_hub(self) -> None:
         await self.hub.close()
@@ -239,7 +237,7 @@ class FullProxy:
                         path_qs=path_qs,
                         headers=headers.copy(),
                         handshake_seconds=self._spec.proxy.upstream_timeout_seconds,
-                        sockets=self._sockets,
+                        sockets=self.sockets,
                     )
                 return await self._upstream.forward(
                     request, service, status.port, path_qs, headers, body,

@@ -35,17 +35,17 @@ import logging
 import socket
 import ssl
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from devstack.manifest.spec import StackSpec
+from devstack.proxy import departure
 from devstack.proxy.bind import Listeners, bind_proxy, origin
 from devstack.proxy.doorway import Doorway
 from devstack.proxy.fastlane import FastLane
 from devstack.proxy.routing import RouteTable
-from devstack.proxy.target import BodyPace
+from devstack.proxy.timeouts import DEFAULT_TIMEOUTS, ProxyTimeouts
 from devstack.proxy.upstream.pool import PooledUpstream
 from devstack.status import ServiceDirectory
 
@@ -59,18 +59,7 @@ access_logger = logging.getLogger("devstack.access")
 TLS_RECORD_HANDSHAKE = 0x16
 FULL_MODULE = "devstack.proxy.full"
 
-
-@dataclass(frozen=True)
-class ProxyTimeouts:
-    """Deadlines that keep slow or silent clients from holding sockets forever."""
-
-    first_byte_seconds: float = 10.0
-    """From accept to the first byte, and for the TLS handshake."""
-    idle_seconds: float = 75.0
-    """An idle keep-alive connection (or one that never finishes its headers) is closed."""
-    body_pace: BodyPace = field(default_factory=BodyPace)
-    """How slowly a request body may arrive (408 beyond)."""
-    shutdown_seconds: float = 2.0
+__all__ = ["FULL_MODULE", "Proxy", "ProxyTimeouts"]
 
 
 class Proxy:
@@ -83,7 +72,7 @@ class Proxy:
         ssl_context: ssl.SSLContext,
         *,
         port: int | None = None,
-        timeouts: ProxyTimeouts = ProxyTimeouts(),
+        timeouts: ProxyTimeouts = DEFAULT_TIMEOUTS,
         listeners: Listeners | None = None,
     ) -> None:
         """``listeners``: sockets bound beforehand (see :mod:`devstack.proxy.bind`); without them,
@@ -106,6 +95,9 @@ class Proxy:
         self._full: FullProxy | None = None
         self._full_ready: asyncio.Future[None] | None = None
         """Done once the full proxy serves: what is meant for it waits on this until then."""
+        self.full_wanted = asyncio.Event()
+        """Set when something waits for the full proxy (``start(full=False)``): whoever calls
+        :meth:`start_full` should not wait any longer."""
 
     @property
     def table(self) -> RouteTable:
@@ -186,6 +178,8 @@ class Proxy:
                 raise
         for sock in self._listeners:
             self._spawn(self._doorway.serve(sock))
+        self._spawn(departure.follow(self._directory, self._spec.services, self._upstream,
+                                     self._open_sockets))  # fmt: skip
         logger.info("proxy listening on %s", self.url)
 
     async def start_full(self) -> None:
@@ -236,7 +230,10 @@ class Proxy:
             return None
         return FastLane(self._table, self._directory, self._upstream, self._full_protocol,
                         idle_seconds=self._timeouts.idle_seconds,
-                        full_ready=self._full_ready)  # fmt: skip
+                        full_ready=self._full_ready, full_wanted=self.full_wanted)  # fmt: skip
+
+    def _open_sockets(self) -> departure.Sockets | None:
+        return self._full.sockets if self._full is not None else None
 
     def _full_protocol(self) -> asyncio.Protocol:
         assert self._full is not None, "handed over before the full proxy serves"
@@ -282,4 +279,5 @@ class Proxy:
     async def _wait_full(self) -> None:
         if self._full is None:
             assert self._full_ready is not None
+            self.full_wanted.set()
             await asyncio.shield(self._full_ready)

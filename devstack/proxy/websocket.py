@@ -32,6 +32,7 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, istr
 from yarl import URL
 
+from devstack.proxy.departure import GOING_AWAY, SERVICE_RESTART
 from devstack.proxy.failures import Stage, failure_for
 from devstack.proxy.forward import start_response
 from devstack.proxy.headers import response_headers
@@ -52,8 +53,6 @@ HANDSHAKE_HEADERS = frozenset(
 _NO_CODE = frozenset({1005, 1006, 1015})
 """Close codes that describe a missing close frame and must not be sent in one (RFC 6455 7.4.1)."""
 
-GOING_AWAY = 1001
-SERVICE_RESTART = 1012
 """RFC 6455 section 7.4.1 and the IANA registry of close codes."""
 UPSTREAM_CLOSE_SECONDS = 0.2
 """How long a leaving process has to answer the proxy's close before its connection is dropped."""
