@@ -123,4 +123,4 @@ def test_the_fast_lane_says_server_as_aiohttp_does() -> None:
     from devstack.proxy import stamps
 
     assert stamps.SERVER_SOFTWARE == SERVER_SOFTWARE
-    assert stamps.SERVER_LINE == b"Server: " + SERVER_SOFTWARE.encode() + b"\r\n"
+    assert b"Server: " + SERVER_SOFTWARE.encode() + b"\r\n" == stamps.SERVER_LINE
