@@ -1,15 +1,12 @@
 """New TLS connections to the proxy, as a page of many files makes them: one ticket to resume
-the next connection with (TLS 1.3), AES-128-GCM first for TLS 1.2 and 1.3 clients (ChaCha20 for
-a client that asks for it first), and ``Connection: close`` answered on the fast lane. Real
-handshakes on loopback, verified against devstack's CA."""
+the next connection with (TLS 1.3), AES-128-GCM first for TLS 1.2 clients, and ``Connection:
+close`` answered on the fast lane. Real handshakes on loopback, verified against devstack's CA."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import ssl
-import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -17,8 +14,7 @@ import pytest
 
 from devstack.manifest.spec import RouteSpec
 from devstack.proxy.server import Proxy
-from devstack.tls import suites
-from devstack.tls.ca import ca_cert_path, client_context, server_context
+from devstack.tls.ca import client_context
 from tests.component.test_proxy_harness import StandInDirectory, make_spec, running_proxy, use_lane
 
 REQUEST = b"GET /a.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
@@ -96,54 +92,3 @@ def test_tls_1_2_clients_get_aes_128_gcm_first(tmp_path: Path) -> None:
 
     serve_files(tmp_path, scenario)
 
-
-def negotiated_tls13_suite(port: int, context: ssl.SSLContext) -> str:
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-        context.wrap_socket(raw, server_hostname="localhost") as tls,
-    ):
-        assert tls.version() == "TLSv1.3"
-        return tls.cipher()[0]
-
-
-def test_tls_1_3_clients_get_aes_128_gcm_though_they_ask_for_aes_256_first(
-    tmp_path: Path,
-) -> None:
-    """OpenSSL clients (this one, curl, wrk) list AES-256-GCM-SHA384 first."""
-    async def scenario(proxy: Proxy) -> None:
-        suite = await asyncio.to_thread(negotiated_tls13_suite, proxy.port, client_context())
-        assert suite == "TLS_AES_128_GCM_SHA256"
-
-    serve_files(tmp_path, scenario)
-
-
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-def test_a_client_that_asks_for_chacha20_first_gets_it(tmp_path: Path) -> None:
-    """Clients without AES instructions put ChaCha20 first, and keep it."""
-    async def scenario(proxy: Proxy) -> None:
-        done = await asyncio.to_thread(
-            subprocess.run,
-            ["openssl", "s_client", "-connect", f"127.0.0.1:{proxy.port}",
-             "-servername", "localhost", "-CAfile", str(ca_cert_path()), "-verify_return_error",
-             "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"],
-            input=b"", capture_output=True, timeout=30,
-        )  # fmt: skip
-        out = done.stdout.decode()
-        assert "Verify return code: 0 (ok)" in out, out
-        assert "Cipher is TLS_CHACHA20_POLY1305_SHA256" in out, out
-
-    serve_files(tmp_path, scenario)
-
-
-def test_where_the_order_cannot_be_set_the_context_keeps_openssls(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """An interpreter whose ssl objects are not laid out as known is never poked at."""
-    monkeypatch.setattr(suites, "CPYTHON_LAYOUT", ((2, 0), (2, 7)))
-    suites._libssl.cache_clear()
-    try:
-        context = server_context()
-        assert not context.options & suites.OP_PRIORITIZE_CHACHA
-        assert not suites.prefer_aes128(context)
-    finally:
-        suites._libssl.cache_clear()
