@@ -176,6 +176,9 @@ class Proxy:
             except BaseException:
                 await self.stop()
                 raise
+        else:  # a client knocking at the http port needs the full proxy (it only redirects)
+            for sock in self._http_listeners:
+                loop.add_reader(sock.fileno(), self._knocked)
         for sock in self._listeners:
             self._spawn(self._doorway.serve(sock))
         self._spawn(departure.follow(self._directory, self._spec.services, self._upstream,
@@ -187,6 +190,7 @@ class Proxy:
         for it goes on."""
         if self._full is not None:
             return
+        self._stop_listening_for_knocks()
         module = importlib.import_module(FULL_MODULE)
         full: FullProxy = module.FullProxy(
             self._spec, self._table, self._directory, self._upstream, self._timeouts,
@@ -216,12 +220,24 @@ class Proxy:
         if full is not None:
             await full.stop()
         else:
+            self._stop_listening_for_knocks()
             for sock in self._http_listeners:
                 sock.close()
         self._http_listeners = []
         await self._upstream.stop()
         if full is not None:
             await full.close_client()
+
+    def _knocked(self) -> None:
+        self._stop_listening_for_knocks()
+        self.full_wanted.set()
+
+    def _stop_listening_for_knocks(self) -> None:
+        if self._full is None and self._full_ready is not None:
+            loop = self._full_ready.get_loop()
+            for sock in self._http_listeners:
+                if sock.fileno() >= 0:
+                    loop.remove_reader(sock.fileno())
 
     def _make_fast_lane(self) -> FastLane | None:
         """The fast lane for plain requests, unless the access log is written (only the full

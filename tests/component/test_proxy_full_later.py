@@ -96,6 +96,27 @@ def test_what_needs_the_full_proxy_waits_for_it_then_is_answered(
     asyncio.run(main())
 
 
+def test_a_connection_to_the_http_port_asks_for_the_full_proxy(tmp_path: Path) -> None:
+    """``proxy.http_port`` only redirects, which is the full proxy's: a client knocking there
+    must not wait for a full proxy nobody starts (``devstack run`` starts it on demand)."""
+    (tmp_path / "public").mkdir()
+    (tmp_path / "public" / "a.txt").write_text("a")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        http_port = probe.getsockname()[1]
+    spec = make_spec(tmp_path, {"api": 1}, (RouteSpec(path="/", static=Path("public")),),
+                     http_port=http_port)  # fmt: skip
+
+    async def main() -> None:
+        async with fast_lane_only(spec) as proxy:
+            answer = send(http_port, FILE_REQUEST, tls=False)
+            await async_wait_until(proxy.full_wanted.is_set, message="the full proxy wanted")
+            await proxy.start_full()
+            assert (await asyncio.wait_for(answer, 30)).startswith(b"HTTP/1.1 308 ")
+
+    asyncio.run(main())
+
+
 def test_a_proxy_stopped_before_the_full_proxy_loads_closes_what_waited(tmp_path: Path) -> None:
     async def main() -> None:
         async with fast_lane_only(files_spec(tmp_path)) as proxy:
