@@ -287,13 +287,13 @@ def run(args: argparse.Namespace) -> int:
     if not argv:
         raise DevstackError("run: name a command: devstack run -- CMD ARGS...")
     timeout = args.timeout or READY_TIMEOUT_SECONDS
-    loaded = _load(args)
-    from devstack.control.client import Stack
+    spec = _load(args).spec
+    if live_record(spec.state_dir) is not None:  # the control client loads only then
+        from devstack.control.client import Stack
 
-    spec = loaded.spec
-    stack = Stack(spec.state_dir, spec.manifest_path)
-    if stack.is_live():
-        return _run_against(stack, argv, timeout)
+        stack = Stack(spec.state_dir, spec.manifest_path)
+        if stack.is_live():
+            return _run_against(stack, argv, timeout)
     return _run_in_process(spec, argv, timeout, args.port)
 
 

@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import socket
-import tempfile
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -299,6 +298,8 @@ def save_sticky(path: Path, picks: Mapping[str, int], wanted: Mapping[str, int |
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        import tempfile  # only when the record changes: not on the way to the first spawn
+
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
