@@ -140,9 +140,9 @@ class Stack:
         self, supervisor: Supervisor, supervising: asyncio.Task[None], listeners: Listeners
     ) -> Frontend:
         try:
-            # Loading aiohttp and cryptography takes a few hundred milliseconds of imports. Done
-            # in the default executor, they overlap the services' start-up and the readiness
-            # probes instead of blocking the loop in front of them.
+            # The fast lane's modules (neither aiohttp nor cryptography: see _complete_frontend)
+            # load in the default executor, beside the services' start-up and the readiness
+            # probes instead of in front of them.
             module = await load_in_background(importlib.import_module, "devstack.proxy.frontend")
             frontend: Frontend = module.Frontend(self.spec, listeners)
             await frontend.start(supervisor, full=False)
