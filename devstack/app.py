@@ -144,7 +144,8 @@ class Stack:
             # load in the default executor, beside the services' start-up and the readiness
             # probes instead of in front of them.
             module = await load_in_background(importlib.import_module, "devstack.proxy.frontend")
-            frontend: Frontend = module.Frontend(self.spec, listeners)
+            # Off the loop too: the first start (or a renewal) issues a certificate.
+            frontend: Frontend = await load_in_background(module.Frontend, self.spec, listeners)
             await frontend.start(supervisor, full=False)
         except BaseException:
             supervisor.request_shutdown()
