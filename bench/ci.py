@@ -7,7 +7,8 @@ and twenty trivial services (``python -m http.server $PORT``). Each round, alter
   starts them, with its ``PORT``; the time until every one is ready (its health path answers
   2xx, or its port accepts), then from SIGTERM to all until every one has exited;
 - ``devstack run --port 0 -- sh -c 'date +%s.%N'``: from spawning ``devstack run`` until the
-  command starts (the timestamp it prints), and from then until ``devstack run`` has exited
+  command starts (the timestamp it prints; devstack starts it once every service is ready and
+  the proxy serves), and from then until ``devstack run`` has exited
   (it stops the stack and returns once every process is gone).
 
 devstack's start overhead is the first figure minus the services' own time to ready; its
