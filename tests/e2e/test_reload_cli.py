@@ -49,7 +49,7 @@ def write_stack(folder: Path, *, watch: str = "", on_start: str = "") -> Path:
 
 def start(devstack: DevstackRunner, *args: str) -> tuple[DevstackProcess, int, str]:
     run = devstack.start("up", "--port", "0", *args)
-    out = run.wait_for("service(s) up")
+    out = run.wait_for("open https://localhost:")  # the summary's last line: its rows are out
     match = re.search(r"proxy listening on https://localhost:(\d+)", out)
     assert match, out
     return run, int(match.group(1)), out
