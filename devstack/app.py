@@ -173,6 +173,7 @@ class Stack:
 
         await load_in_background(importlib.import_module, FULL_MODULE)
         await frontend.start_full()
+        gc.freeze()  # aiohttp's modules and the full proxy are long-lived too (see _report_start)
 
     def _on_signal(self, supervisor: Supervisor, signum: int) -> None:
         if self.oneshot is not None and self.oneshot.on_signal(signum):
