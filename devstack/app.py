@@ -30,7 +30,7 @@ from devstack.errors import DevstackError, ServiceStartError
 from devstack.launch import Launch
 from devstack.oneshot import OneShot
 from devstack.proxy.bind import Listeners
-from devstack.run.output import Printer
+from devstack.run.output import SYSTEM_NAME, Printer
 from devstack.run.ports import PortAssignment
 from devstack.run.starter import SpawningStarter
 from devstack.run.supervisor import Supervisor
@@ -199,8 +199,9 @@ class Stack:
         elapsed = time.monotonic() - self.began
         if self._reload is not None:
             await self._watching.wait()  # "up" promises that edits reload from now on
-        for line in summary_lines(supervisor, frontend, elapsed, watching=self._reload is not None):
-            self.printer.system(line)
+        lines = summary_lines(supervisor, frontend, elapsed, watching=self._reload is not None)
+        # One write: no service's line lands inside the table, and a reader sees it whole.
+        self.printer.lines(SYSTEM_NAME, (line.encode("utf-8", "replace") for line in lines))
         # Everything long-lived exists now: keep the cyclic GC away from it (measured: +5% req/s
         # and a lower p99 through the proxy).
         gc.freeze()
