@@ -51,6 +51,27 @@ def test_printer_prefixes_every_line_with_time_and_padded_name(tmp_path: object)
     assert out[0][2] == ":" and out[0][5] == ":"
 
 
+class RecordingStream(io.BytesIO):
+    """A stream that remembers each write it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.writes.append(bytes(data))
+        return super().write(data)
+
+
+def test_lines_go_out_in_one_write_so_nothing_lands_between_them() -> None:
+    """What the start-up summary relies on (a table whose rows stay together)."""
+    stream = RecordingStream()
+    printer = Printer(["web"], stream=stream, colour=False, clock=lambda: 0.0)
+    printer.lines("devstack", [b"1 service(s) up", b"  service  state", b"open https://x"])
+    assert len(stream.writes) == 1
+    assert stream.writes[0].count(b"\n") == 3
+
+
 def test_printer_colours_names_only_when_asked() -> None:
     stream = io.BytesIO()
     Printer(["web"], stream=stream, colour=True).line("web", b"x")
