@@ -39,7 +39,7 @@ from devstack.status import ServiceDirectory, ServiceState, ServiceStatus
 if TYPE_CHECKING:
     from devstack.proxy.timeouts import ProxyTimeouts
 
-logger = logging.getLogger("devstack.proxy.server")
+logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("devstack.access")
 
 SERVICE_KEY = web.RequestKey("devstack_service", str)
