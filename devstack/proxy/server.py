@@ -18,9 +18,10 @@ Roles (after Caddy's reverse proxy):
   :mod:`devstack.proxy.websocket` relays WebSockets; :mod:`devstack.proxy.static` serves folders.
 - :mod:`devstack.proxy.pages` answers when something fails, with the status :func:`pages.status_for`
   picks.
-- :mod:`devstack.proxy.live` makes browsers follow the stack: ``/_devstack/`` is answered here
-  (the script and its WebSocket), the :class:`devstack.proxy.live.hub.Hub` tells connected pages
-  to reload, and HTML pages of both lanes get the script (:mod:`devstack.proxy.live.injection`).
+- :mod:`devstack.proxy.live` makes browsers follow the stack: ``/_devstack/`` is answered by the
+  full proxy (the script and its WebSocket), the :class:`devstack.proxy.live.hub.Hub` tells
+  connected pages to reload, and HTML pages of both lanes get the script
+  (:mod:`devstack.proxy.live.injection`).
 
 Requests to a service that is starting (or restarting) are held before their body is read,
 until the service is ready or ``proxy.wait_seconds`` passed; a refused connection while the
