@@ -51,16 +51,17 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import yaml
 from honcho import environ
-from yaml.nodes import MappingNode
 
 from devstack.errors import ManifestError
 from devstack.manifest.env import read_env_file, service_variable_prefix
-from devstack.manifest.nodes import Loading, describe, is_null, line_of, suggestion
-from devstack.manifest.schema import nodes_to_spec
+from devstack.manifest.loading import Loading, suggestion
 from devstack.manifest.spec import ManifestKind, ServiceSpec, StackSpec
+
+if TYPE_CHECKING:
+    from yaml.nodes import MappingNode
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,8 @@ def load_text(text: str, path: Path) -> LoadResult:
     if path.name == PROCFILE_NAME or path.name.startswith(f"{PROCFILE_NAME}."):
         spec = _procfile_to_spec(text, loading)
     else:
+        from devstack.manifest.schema import nodes_to_spec  # PyYAML: only for devstack.yaml
+
         spec = nodes_to_spec(_parse_yaml(text, path), loading)
     _validate(spec, loading)
     loading.raise_errors()
@@ -146,14 +149,18 @@ def _read_text(path: Path) -> str:
         ) from exc
 
 
-# libyaml's parser is ten times faster than the pure-Python one; the pure one words errors best.
-_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 def _parse_yaml(text: str, shown: Path) -> MappingNode:
+    import yaml
+    from yaml.nodes import MappingNode
+
+    from devstack.manifest.nodes import describe, is_null, line_of
+
+    # libyaml's parser is ten times faster than the pure-Python one; the pure one words errors
+    # best.
+    fast_loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         try:
-            root = yaml.compose(text, Loader=_FAST_LOADER)
+            root = yaml.compose(text, Loader=fast_loader)
         except yaml.YAMLError:
             root = yaml.compose(text, Loader=yaml.SafeLoader)  # raises, with its own wording
     except yaml.MarkedYAMLError as exc:

@@ -8,18 +8,17 @@ sections of ``devstack.yaml`` from them.
 
 from __future__ import annotations
 
-import difflib
 import enum
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TypeVar
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from devstack.errors import ManifestError, ManifestErrors
+from devstack.manifest.loading import Loading, close_matches, suggestion
+
+__all__ = ["Loading", "suggestion"]  # with the read_* functions below; the two live in .loading
 
 _YAML_TAG = "tag:yaml.org,2002:"
 _KINDS = {"str": "string", "int": "integer", "float": "number", "bool": "boolean",
@@ -30,46 +29,6 @@ T = TypeVar("T")
 E = TypeVar("E", bound=enum.StrEnum)
 Entries = Mapping[str, tuple[Node, Node]]
 """A mapping's entries by name: (key node, value node)."""
-
-
-@dataclass
-class Loading:
-    """What one load has learned so far: problems, warnings, and the line of every key."""
-
-    shown: Path
-    """The manifest's path as given, for messages."""
-    root: Path
-    """The manifest's folder, absolute: relative paths start here."""
-    errors: list[ManifestError] = field(default_factory=list)
-    notes: list[ManifestError] = field(default_factory=list)
-    """Warnings, kept as errors that are not raised."""
-    lines: dict[str, int] = field(default_factory=dict)
-    """Line of each dotted key (``services.web.port``) and list item (``services.web.watch[1]``)."""
-    declared: list[str] = field(default_factory=list)
-    """Every service name in the manifest, even invalid ones, so references to them still work."""
-    guessed: set[str] = field(default_factory=set)
-    """Keys offered as "did you mean": not reported missing as well."""
-
-    def error(self, key: str | None, line: int | None, message: str) -> None:
-        self.errors.append(ManifestError(message, path=self.shown, line=line, key=key))
-
-    def warn(self, key: str | None, line: int | None, message: str) -> None:
-        self.notes.append(ManifestError(message, path=self.shown, line=line, key=key))
-
-    @property
-    def warnings(self) -> tuple[str, ...]:
-        """The warnings, sorted by line, each formatted like an error."""
-        return tuple(note.format() for note in sorted(self.notes, key=lambda n: n.line or 0))
-
-    def line(self, key: str) -> int | None:
-        return self.lines.get(key)
-
-    def raise_errors(self) -> None:
-        """Raise what was found: one ManifestError, or ManifestErrors sorted by line."""
-        if len(self.errors) == 1:
-            raise self.errors[0]
-        if self.errors:
-            raise ManifestErrors(sorted(self.errors, key=lambda e: e.line or 0))
 
 
 def line_of(node: Node) -> int:
@@ -94,18 +53,6 @@ def describe(node: Node) -> str:
     if tag in _KINDS:
         return f"{_KINDS[tag]} {node.value}"
     return f"a value tagged {node.tag} ({node.value!r})"
-
-
-def suggestion(word: str, choices: Sequence[str], plural: str) -> str:
-    """``did you mean 'x'?`` when a choice is close, else the list of choices."""
-    close = _close(word, choices)
-    if close:
-        return f"did you mean '{close[0]}'?"
-    return f"{plural} are {', '.join(choices)}" if choices else f"there are no {plural}"
-
-
-def _close(word: str, choices: Sequence[str]) -> list[str]:
-    return difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
 
 
 def tag_of(node: Node) -> str:
@@ -151,7 +98,7 @@ def read_mapping(
         if allowed is not None and name not in allowed and not _is_extension(key, name):
             hint = suggestion(name, allowed, "valid keys")
             ld.error(join_key(key, name), line_of(knode), f"unknown key; {hint}")
-            ld.guessed.update(join_key(key, close) for close in _close(name, allowed))
+            ld.guessed.update(join_key(key, close) for close in close_matches(name, allowed))
             continue
         ld.lines[join_key(key, name)] = line_of(knode)
         entries[name] = (knode, vnode)
@@ -257,7 +204,7 @@ def read_choice(kind: type[E]) -> Callable[[Loading, Node, str], E | None]:
         text = node.value if isinstance(node, ScalarNode) and tag_of(node) == "str" else None
         if text in choices:
             return kind(text)
-        close = _close(text, choices) if text else []
+        close = close_matches(text, choices) if text else []
         hint = f"; did you mean '{close[0]}'?" if close else ""
         expected = f"expected one of {', '.join(choices)}"
         ld.error(key, line_of(node), f"{expected}, got {describe(node)}{hint}")

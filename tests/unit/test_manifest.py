@@ -8,6 +8,8 @@ and an empty ``.env``; manifests are named ``devstack.yaml`` relative to it, so 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -498,3 +500,18 @@ def test_a_proxy_bound_beyond_loopback_is_warned_about(tmp_path: Path) -> None:
 def test_text_with_a_lone_surrogate_is_a_clean_error(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match=r"devstack.yaml:2: not UTF-8 text \(U\+D800 at offset"):
         load_text("services:\n  web\ud800:\n    command: x\n", tmp_path / "devstack.yaml")
+
+
+def test_a_procfile_is_read_without_pyyaml(tmp_path: Path) -> None:
+    """PyYAML's import (about 35 ms) is only for devstack.yaml: a Procfile stack spawns sooner."""
+    (tmp_path / "Procfile").write_text("web: python -m http.server $PORT\n")
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from devstack.manifest import loader\n"
+        f"spec = loader.load(Path({str(tmp_path / 'Procfile')!r})).spec\n"
+        "print(list(spec.services), sorted(m for m in sys.modules if m.split('.')[0] == 'yaml'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=60)  # fmt: skip
+    assert done.stdout.strip() == "['web'] []", done.stdout
