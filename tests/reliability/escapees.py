@@ -36,12 +36,6 @@ def carrying(token: str) -> list[int]:
     return found
 
 
-def command_of(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
 
 
 def kill_all(token: str) -> None:

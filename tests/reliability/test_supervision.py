@@ -24,11 +24,11 @@ from pathlib import Path
 import pytest
 
 from devstack.run import guardian
-from devstack.run.guardian import Guardian
+from devstack.run.guardian import Guardian, command_of
 from devstack.run.process import ServiceProcess
 from devstack.run.spawn import spawn
 from tests.conditions import async_wait_until, pid_alive, port_accepts, wait_until
-from tests.reliability.escapees import carrying, command_of, kill_all, new_token, with_token
+from tests.reliability.escapees import carrying, kill_all, new_token, with_token
 
 PY = sys.executable
 ISSUE_COMMAND = "sh -c 'setsid sleep 4242 & python3 -m http.server $PORT --bind 127.0.0.1'"

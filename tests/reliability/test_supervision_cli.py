@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from devstack.run.guardian import command_of
 from tests.conditions import wait_until
 from tests.e2e.conftest import DevstackRunner
-from tests.reliability.escapees import carrying, command_of, kill_all, new_token
+from tests.reliability.escapees import carrying, kill_all, new_token
 
 pytestmark = pytest.mark.e2e
 
