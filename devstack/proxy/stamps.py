@@ -11,8 +11,9 @@ import math
 import re
 import sys
 import time
-from email.utils import formatdate
 from pathlib import Path
+
+from devstack.proxy.httpdate import format_http_date
 
 _VERSION_LINE = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.M)
 
@@ -52,7 +53,7 @@ class _DateLine:
         now = asyncio.get_running_loop().time()
         if now >= self._until:
             wall = time.time()
-            self._line = b"Date: %s\r\n" % formatdate(wall, usegmt=True).encode()
+            self._line = b"Date: %s\r\n" % format_http_date(wall).encode()
             self._until = now + 1.0 - wall % 1.0
         return self._line
 

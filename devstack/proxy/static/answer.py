@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import NamedTuple
 
+from devstack.proxy.httpdate import parse_http_date
 from devstack.proxy.live.script import SCRIPT_TAG
 from devstack.proxy.static.cache import Basis, FileCache, FileVersion, file_fields
 from devstack.proxy.static.locate import Found
@@ -219,7 +219,7 @@ def _failed_condition(request: FileRequest, etag: str, mtime: float, *, trusted:
         if not _etag_matches(request.if_match, etag, weak=False):
             return 412
     elif request.if_unmodified_since is not None:
-        since = http_date(request.if_unmodified_since)
+        since = parse_http_date(request.if_unmodified_since)
         if since is not None and int(mtime) > since:
             return 412
     if not trusted:
@@ -227,7 +227,7 @@ def _failed_condition(request: FileRequest, etag: str, mtime: float, *, trusted:
     if request.if_none_match is not None:
         return 304 if _etag_matches(request.if_none_match, etag, weak=True) else 0
     if request.if_modified_since is not None:
-        since = http_date(request.if_modified_since)
+        since = parse_http_date(request.if_modified_since)
         if since is not None and int(mtime) <= since:
             return 304
     return 0
@@ -249,7 +249,7 @@ def _if_range_holds(value: str | None, version: FileVersion, *, trusted: bool) -
     value = value.strip()
     if value.startswith(('"', "W/")):
         return _etag_matches(value, version.etag, weak=False)
-    date = http_date(value)
+    date = parse_http_date(value)
     return date is not None and int(version.mtime) == date
 
 
@@ -275,9 +275,3 @@ def byte_range(value: str, size: int) -> tuple[int, int] | None:
     return start, stop
 
 
-def http_date(value: str) -> int | None:
-    """An HTTP date as a Unix timestamp, or ``None`` when it is not one (then ignored)."""
-    try:
-        return int(parsedate_to_datetime(value).timestamp())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None

@@ -33,12 +33,12 @@ import mimetypes
 import os
 import time
 from collections import OrderedDict
-from email.utils import formatdate
 from pathlib import Path
 from stat import S_ISREG
 from typing import NamedTuple
 from urllib.parse import quote, unquote
 
+from devstack.proxy.httpdate import format_http_date
 from devstack.proxy.static.locate import Found, Located, locate
 
 CACHED_FILE_MAX_BYTES = 1024 * 1024
@@ -94,7 +94,7 @@ class FileVersion:
             self.etag = f'"{stat.st_size:x}-{digest}"'
         else:
             self.etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
-        self.last_modified = formatdate(stat.st_mtime, usegmt=True)
+        self.last_modified = format_http_date(stat.st_mtime)
         kind = CONTENT_TYPES.guess_type(located.relative)[0] or FALLBACK_CONTENT_TYPE
         self.content_type = kind
         self.fields = file_fields(kind, self.etag, self.last_modified)

@@ -31,8 +31,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from multidict import CIMultiDict, istr
-
 from devstack.proxy.failures import ConnectionLost, Stage, failure_for
 from devstack.proxy.headers import response_headers_bytes
 from devstack.proxy.live import injection
@@ -40,6 +38,7 @@ from devstack.proxy.upstream.connection import Connection, Exchange
 
 if TYPE_CHECKING:  # the full proxy's side; the fast lane loads this module without aiohttp
     from aiohttp import web
+    from multidict import CIMultiDict
 
     from devstack.proxy.forward import RequestBody
 
@@ -51,7 +50,7 @@ MAX_IDLE_PER_PORT = 64
 HIGH_WATER = 256 * 1024
 """Response bytes buffered from a service before its socket stops being read."""
 
-_CONTENT_LENGTH = istr("Content-Length")
+_CONTENT_LENGTH = "Content-Length"  # CIMultiDict folds its case
 
 
 class _Exchange(Exchange):
@@ -67,7 +66,10 @@ class _Exchange(Exchange):
         self.waiter: asyncio.Future[None] | None = None
 
     def headers(self) -> CIMultiDict[str]:
-        """The answer's headers minus hop-by-hop ones, decoded, in order, repeats kept."""
+        """The answer's headers minus hop-by-hop ones, decoded, in order, repeats kept (for the
+        full proxy, which has multidict loaded already)."""
+        from multidict import CIMultiDict
+
         return CIMultiDict(
             (name.decode("latin-1"), value.decode("latin-1"))
             for name, value in response_headers_bytes(self.raw_headers)
