@@ -73,10 +73,13 @@ def check(args: argparse.Namespace) -> int:
 
 
 def _stack(args: argparse.Namespace) -> Stack:
+    """The stack running from the manifest, found without parsing it: a manifest broken by an
+    edit in progress must not keep ``status``, ``logs`` or ``down`` from the running stack."""
     from devstack.control.client import Stack
+    from devstack.manifest.spec import state_dir_of
 
-    spec = _load(args).spec
-    return Stack(spec.state_dir, spec.manifest_path)
+    path = manifest.locate(args.file).absolute()
+    return Stack(state_dir_of(path), path)
 
 
 def status(args: argparse.Namespace) -> int:

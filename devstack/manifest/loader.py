@@ -92,14 +92,21 @@ def find_manifest(cwd: Path) -> Path:
     )
 
 
+def locate(path: Path | None = None, *, cwd: Path | None = None) -> Path:
+    """The manifest :func:`load` reads for ``path``, without reading it: what names the stack
+    running from it, even while an edit has left it broken."""
+    if path is None or path.is_dir():
+        return find_manifest(path if path is not None else cwd or Path())
+    return path
+
+
 def load(path: Path | None = None, *, cwd: Path | None = None) -> LoadResult:
     """Read, check and return the stack described by the manifest at ``path``.
 
     Without ``path`` the manifest is looked for in ``cwd`` (default: the current folder); a
     folder given as ``path`` is searched the same way. Messages name the file as given.
     """
-    if path is None or path.is_dir():
-        path = find_manifest(path if path is not None else cwd or Path())
+    path = locate(path, cwd=cwd)
     result = load_text(_read_text(path), path)
     shadowed = path.with_name(YAML_NAMES[1])
     if path.name == YAML_NAMES[0] and shadowed.exists():

@@ -126,4 +126,10 @@ class StackSpec:
 
     @property
     def state_dir(self) -> Path:
-        return self.root / STATE_DIR_NAME
+        return state_dir_of(self.manifest_path)
+
+
+def state_dir_of(manifest: Path) -> Path:
+    """Where the stack run from ``manifest`` keeps its state (lock, control socket, logs):
+    ``.devstack/`` beside it."""
+    return manifest.absolute().parent / STATE_DIR_NAME

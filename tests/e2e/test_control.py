@@ -190,6 +190,28 @@ def test_down_returns_once_devstack_and_every_service_are_gone(
 
 
 @pytest.mark.parametrize(
+    "broken",
+    ["services: [\n", "services:\n  web:\n    comand: python3 -m http.server\n", ""],
+    ids=["invalid-yaml", "invalid-manifest", "empty"],
+)
+def test_a_running_stack_answers_and_stops_after_its_manifest_broke(
+    devstack: DevstackRunner, tmp_path: Path, broken: str
+) -> None:
+    # An edit in progress must not lock the user out of the stack that is running.
+    folder = tmp_path / "stack"
+    run = start_stack(devstack, folder)
+    (folder / "devstack.yaml").write_text(broken)
+    assert service(status(devstack, folder), "web")["state"] == "ready"
+    logs = devstack.run("logs", "web", "-n", "5", cwd=folder)
+    assert logs.returncode == 0, logs.stderr
+    pids = [s["pid"] for s in status(devstack, folder)["services"]]
+    result = devstack.run("down", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    assert not pid_alive(run.pid)
+    assert not any(pid_alive(pid) for pid in pids)
+
+
+@pytest.mark.parametrize(
     "command",
     [["status"], ["status", "--json"], ["logs"], ["restart", "web"], ["stop", "web"],
      ["start", "web"], ["down"]],
