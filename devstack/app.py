@@ -74,6 +74,8 @@ class Stack:
         """The watcher's modules loading in the background, when something is watched."""
         self._watching = asyncio.Event()
         """Set once edits are seen (or watching is over): the summary waits for it."""
+        self._manifest_watched = asyncio.Event()
+        """Set once edits to the manifest are reported (:mod:`devstack.reload.manifest`)."""
 
     @property
     def is_watching(self) -> bool:
@@ -125,6 +127,9 @@ class Stack:
                 group.create_task(self._report_start(supervisor, frontend))
                 if self._reload is not None:
                     group.create_task(self._watch(supervisor, supervising, frontend))
+                if self.watches_manifest:
+                    manifest = group.create_task(self._watch_manifest())
+                    supervising.add_done_callback(lambda _: manifest.cancel())
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
@@ -199,6 +204,8 @@ class Stack:
         elapsed = time.monotonic() - self.began
         if self._reload is not None:
             await self._watching.wait()  # "up" promises that edits reload from now on
+        if self.watches_manifest:
+            await self._manifest_watched.wait()  # and that edits to the manifest are reported
         lines = summary_lines(supervisor, frontend, elapsed, watching=self._reload is not None)
         # One write: no service's line lands inside the table, and a reader sees it whole.
         self.printer.lines(SYSTEM_NAME, (line.encode("utf-8", "replace") for line in lines))
@@ -206,6 +213,22 @@ class Stack:
         # and a lower p99 through the proxy).
         gc.freeze()
 
+
+    @property
+    def watches_manifest(self) -> bool:
+        """``up`` reports edits to its manifest (``run``, and ``--no-watch``, do not)."""
+        return self.launch.options.watch and self.oneshot is None
+
+    async def _watch_manifest(self) -> None:
+        from devstack.reload.manifest import watch_manifest
+
+        def report(line: str, is_error: bool) -> None:
+            self.printer.system(line, error=is_error)
+
+        try:
+            await watch_manifest(self.spec, report, started=self._manifest_watched)
+        finally:
+            self._manifest_watched.set()
 
     async def _watch(
         self, supervisor: Supervisor, supervising: asyncio.Task[None], frontend: Frontend | None

@@ -79,8 +79,9 @@ class ServiceSpec:
     image: str | None = None
     """The container image that runs it elsewhere (``devstack export k8s`` and ``compose``);
     devstack itself never reads it."""
-    line: int | None = None
-    """Line of the service's entry in the manifest, for messages that point back at it."""
+    line: int | None = field(default=None, compare=False)
+    """Line of the service's entry in the manifest, for messages that point back at it (not
+    part of what the service is: a comment added above it changes nothing)."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class RouteSpec:
     strip_prefix: bool = False
     live_reload: bool = True
     """Pages this route answers get the browser-reload script (``live_reload: false``: never)."""
-    line: int | None = None
+    line: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -106,3 +106,22 @@ def test_no_watch_turns_watching_off(devstack: DevstackRunner, tmp_path: Path) -
     run, _, out = start(devstack, "--no-watch")
     assert summary_row(out, "web")[3] == "off"
     assert run.interrupt() == 0
+
+
+def test_edits_to_the_manifest_are_reported_and_the_stack_keeps_running(
+    devstack: DevstackRunner, tmp_path: Path
+) -> None:
+    write_stack(tmp_path)
+    run, port, _ = start(devstack)
+    manifest = tmp_path / "devstack.yaml"
+    manifest.write_text(manifest.read_text().replace(
+        "routes:", "  jobs:\n    command: sleep 1000\nroutes:"
+    ))  # fmt: skip
+    run.wait_for("devstack.yaml changed: service jobs added. The running stack keeps the manifest "
+                 "it started with: stop devstack and start it again to apply the edit")
+    manifest.write_text("services: [\n")
+    run.wait_for("devstack.yaml changed and does not load; the stack keeps running as it started:")
+    run.wait_for("invalid YAML")
+    assert get(port) == "one"  # still served, as started
+    assert run.interrupt() == 0
+

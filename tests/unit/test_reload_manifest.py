@@ -1,0 +1,128 @@
+"""Edits to a running stack's manifest (devstack/reload/manifest.py): reported, never applied."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from devstack.manifest import loader
+from devstack.manifest.spec import StackSpec
+from devstack.reload.manifest import describe, differences, identity, watch_manifest
+
+RUNNING = """\
+services:
+  web:
+    command: python3 -m http.server $PORT
+    port: 3000
+  api:
+    command: python3 -m http.server $PORT
+routes:
+  - path: /api
+    service: api
+  - path: /
+    service: web
+"""
+
+
+def write(folder: Path, text: str) -> Path:
+    path = folder / "devstack.yaml"
+    path.write_text(text)
+    return path
+
+
+def running_from(folder: Path) -> StackSpec:
+    return loader.load(write(folder, RUNNING)).spec
+
+
+def test_a_comment_or_key_order_changes_nothing_in_effect(tmp_path: Path) -> None:
+    running = running_from(tmp_path)
+    edited = "# a comment\n" + RUNNING.replace(
+        "    command: python3 -m http.server $PORT\n    port: 3000\n",
+        "    port: 3000\n    command: python3 -m http.server $PORT\n",
+    )
+    write(tmp_path, edited)
+    assert differences(running, loader.load(tmp_path / "devstack.yaml").spec) == []
+    lines, is_error = describe(running, tmp_path / "devstack.yaml")
+    assert lines == ["devstack.yaml changed; nothing in effect differs from the running stack"]
+    assert not is_error
+
+
+def test_services_added_removed_and_changed_and_routes_are_named(tmp_path: Path) -> None:
+    running = running_from(tmp_path)
+    edited = RUNNING.replace("port: 3000", "port: 3001").replace(
+        "  api:\n    command: python3 -m http.server $PORT\n",
+        "  jobs:\n    command: sleep 1000\n  mail:\n    command: sleep 1000\n",
+    ).replace("service: api", "service: jobs")
+    write(tmp_path, edited)
+    found = differences(running, loader.load(tmp_path / "devstack.yaml").spec)
+    assert found == [
+        "services jobs, mail added", "service api removed", "service web changed", "routes changed"
+    ]
+    lines, is_error = describe(running, tmp_path / "devstack.yaml")
+    assert not is_error and len(lines) == 1
+    assert lines[0].startswith("devstack.yaml changed: services jobs, mail added; service api")
+    assert lines[0].endswith("stop devstack and start it again to apply the edit")
+
+
+def test_an_edit_that_does_not_load_is_reported_with_its_errors(tmp_path: Path) -> None:
+    running = running_from(tmp_path)
+    write(tmp_path, RUNNING.replace("command:", "comand:", 1))
+    lines, is_error = describe(running, tmp_path / "devstack.yaml")
+    assert is_error
+    assert lines[0] == (
+        "devstack.yaml changed and does not load; the stack keeps running as it started:"
+    )
+    assert any(
+        line.endswith(":3: services.web.comand: unknown key; did you mean 'command'?")
+        for line in lines[1:]
+    ), lines
+
+
+def test_a_save_within_the_same_second_and_a_rename_over_the_file_change_its_identity(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, RUNNING)
+    first = identity(path)
+    os.utime(path, ns=(0, 0))
+    stamped = identity(path)
+    assert stamped != first
+    other = tmp_path / "new.yaml"
+    other.write_text(RUNNING)
+    os.utime(other, ns=(0, 0))
+    other.replace(path)  # as editors that save through a temporary file do
+    assert identity(path) != stamped
+    path.unlink()
+    assert identity(path) is None
+
+
+def test_each_saved_version_is_reported_once(tmp_path: Path) -> None:
+    running = running_from(tmp_path)
+    path = tmp_path / "devstack.yaml"
+    reported: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
+
+    async def main() -> list[tuple[str, bool]]:
+        started = asyncio.Event()
+        task = asyncio.create_task(watch_manifest(
+            running, lambda line, error: reported.put_nowait((line, error)),
+            poll_seconds=0.01, started=started,
+        ))  # fmt: skip
+        try:
+            await asyncio.wait_for(started.wait(), 10)
+            path.write_text(RUNNING + "# edited\n")
+            seen = [await asyncio.wait_for(reported.get(), 10)]
+            path.write_text("services: [\n")
+            seen.append(await asyncio.wait_for(reported.get(), 10))
+            seen.append(await asyncio.wait_for(reported.get(), 10))
+            return seen
+        finally:
+            task.cancel()
+
+    seen = asyncio.run(main())
+    assert seen[0] == ("devstack.yaml changed; nothing in effect differs from the running stack",
+                       False)  # fmt: skip
+    assert seen[1] == (
+        "devstack.yaml changed and does not load; the stack keeps running as it started:", True
+    )
+    assert "invalid YAML" in seen[2][0] and seen[2][1]
+    assert reported.empty()
