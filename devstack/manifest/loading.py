@@ -7,7 +7,6 @@ first spawn); :mod:`devstack.manifest.nodes` reads ``devstack.yaml``'s nodes int
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,4 +63,6 @@ def suggestion(word: str, choices: Sequence[str], plural: str) -> str:
 
 
 def close_matches(word: str, choices: Sequence[str]) -> list[str]:
+    import difflib  # only for a manifest with a mistake: not on every start
+
     return difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
