@@ -65,7 +65,8 @@ class RunLock:
             record = read_record(self.state_dir) or {}
             raise StateError(
                 f"devstack is already running for {manifest} ({_describe(record)}); "
-                f"stop it first (Ctrl-C in its terminal, or kill {record.get('pid', '<pid>')})"
+                "`devstack status` shows it; stop it first with `devstack down` (or Ctrl-C in "
+                "its terminal)"
             ) from None
         self._file = lock_file
         stale = read_record(self.state_dir)

@@ -124,6 +124,7 @@ def test_a_second_up_is_refused_and_a_crashed_run_does_not_block(
     assert f"devstack is already running for {tmp_path / 'devstack.yaml'} (pid {first.pid}" in (
         refused.stderr
     )
+    assert "stop it first with `devstack down`" in refused.stderr
     first.popen.send_signal(signal.SIGKILL)  # crash: the run record stays behind
     first.popen.wait()
     assert (tmp_path / ".devstack" / "run.json").exists()
