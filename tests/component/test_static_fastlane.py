@@ -19,7 +19,7 @@ import pytest
 from devstack.manifest.spec import RouteSpec
 from devstack.proxy.live.script import SCRIPT_TAG
 from devstack.proxy.server import Proxy
-from devstack.proxy.static.cache import CACHED_FILE_MAX_BYTES, CONTENT_TYPES, FILES
+from devstack.proxy.static.cache import CACHED_FILE_MAX_BYTES, FILES, content_types
 from devstack.proxy.static.lane import PIECE_BYTES
 from tests.component.test_proxy_fastlane import Client, client, get
 from tests.component.test_proxy_harness import (
@@ -34,7 +34,7 @@ from tests.conditions import async_wait_until
 SMALL = b"console.log('small');\n" * 50
 MEDIUM = bytes(range(256)) * 1024  # 256 KiB: kept in memory, streamed in pieces
 LARGE = os.urandom(CACHED_FILE_MAX_BYTES + 123_457)  # read from disk as it is sent
-JS_TYPE = CONTENT_TYPES.guess_type("app.js")[0]
+JS_TYPE = content_types().guess_type("app.js")[0]
 
 
 @pytest.fixture(params=LANES)

@@ -28,6 +28,7 @@ no bytes of their own beyond the head: their bodies are the kept files', and go 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import mimetypes
 import os
@@ -55,15 +56,23 @@ RACY_SECONDS = 3.0
 """A file modified less than this long ago is read again on every request (more than any file
 system's timestamp granularity: FAT's is two seconds)."""
 
-CONTENT_TYPES = mimetypes.MimeTypes()
-"""Types by extension; ``x.js.gz`` is ``application/gzip`` (not JavaScript in gzip), as aiohttp
-and Caddy serve it: a precompressed sibling asked for by name is a compressed file."""
-CONTENT_TYPES.encodings_map.clear()
-CONTENT_TYPES.add_type("application/gzip", ".gz")
-CONTENT_TYPES.add_type("application/x-brotli", ".br")
 FALLBACK_CONTENT_TYPE = "application/octet-stream"
 
 Identity = tuple[int, int, int, int]
+
+
+@functools.cache
+def content_types() -> mimetypes.MimeTypes:
+    """Types by extension; ``x.js.gz`` is ``application/gzip`` (not JavaScript in gzip), as
+    aiohttp and Caddy serve it: a precompressed sibling asked for by name is a compressed file.
+
+    Made at the first file served: making it reads the system's ``mime.types`` (about 7 ms),
+    which the proxy's start need not wait for."""
+    types = mimetypes.MimeTypes()
+    types.encodings_map.clear()
+    types.add_type("application/gzip", ".gz")
+    types.add_type("application/x-brotli", ".br")
+    return types
 """Device, inode, size and modification time in nanoseconds: a file as it is."""
 Basis = tuple[tuple[str, Identity | None], ...]
 """What an answer was decided on: paths and the file each held (``None``: nothing there)."""
@@ -95,7 +104,7 @@ class FileVersion:
         else:
             self.etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
         self.last_modified = format_http_date(stat.st_mtime)
-        kind = CONTENT_TYPES.guess_type(located.relative)[0] or FALLBACK_CONTENT_TYPE
+        kind = content_types().guess_type(located.relative)[0] or FALLBACK_CONTENT_TYPE
         self.content_type = kind
         self.fields = file_fields(kind, self.etag, self.last_modified)
         """The header lines every answer with this file's bytes carries (:func:`file_fields`)."""
