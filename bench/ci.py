@@ -18,6 +18,7 @@ not counted does that first, as a user's machine has it already.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -44,6 +45,7 @@ POLL_SECONDS = 0.002
 START_LIMIT_MS = 100.0
 TEARDOWN_LIMIT_MS = 200.0
 TRIVIAL_SERVICES = 20
+FLOOR_SCRIPT = Path(__file__).with_name("floor.py")
 COMMAND = ["sh", "-c", "date +%s.%N; cat /proc/$PPID/task/*/schedstat 2>/dev/null"]
 """What ``devstack run`` runs: it prints when it started, then the CPU time devstack (its parent)
 has used so far, per thread (Linux's ``schedstat``: nanoseconds on a CPU first), and ends."""
@@ -83,11 +85,19 @@ class Figures:
     teardown: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
     """devstack's own CPU seconds until the command started (where ``/proc`` says)."""
+    floor_to_command: list[float] = field(default_factory=list)
+    floor_cpu: list[float] = field(default_factory=list)
+    """The same two for :mod:`bench.floor`, the least a Python orchestrator does."""
 
     @property
     def overheads(self) -> list[float]:
         """Each round's start overhead: to the command, minus that round's own time to ready."""
         return [ours - own for ours, own in zip(self.to_command, self.own_ready, strict=True)]
+
+    @property
+    def floor_overheads(self) -> list[float]:
+        return [ours - own for ours, own in zip(self.floor_to_command, self.own_ready,
+                                                strict=True)]  # fmt: skip
 
 
 def example_stack(folder: Path) -> Subject:
@@ -167,14 +177,48 @@ def through_run(
     if launched.popen.returncode != 0:
         raise BenchError(f"devstack run on {subject.name} exited {launched.popen.returncode}:\n"
                          f"{launched.tail()}")
-    stamps = [line for line in launched.output().splitlines()
-              if line.replace(".", "", 1).isdigit()]
+    to_command, cpu = command_figures(launched.output(), began, subject)
+    return to_command, ended - (began + to_command), cpu
+
+
+def through_floor(
+    launcher: Launcher, subject: Subject, home: Path, folder: Path
+) -> tuple[float, float | None]:
+    """:mod:`bench.floor` with :data:`COMMAND` on the subject's services (on free ports): seconds
+    from its spawn until the command started, and its CPU seconds until then."""
+    certs = sorted((home / "tls" / "certs").glob("*.pem"))
+    if not certs:
+        raise BenchError(f"no certificate in {home}/tls/certs: devstack run makes one first")
+    ports = free_ports(len(subject.services))
+    plan = [{"command": service.command, "cwd": str(service.cwd), "port": port,
+             "health": service.health}
+            for service, port in zip(subject.services.values(), ports, strict=True)]  # fmt: skip
+    plan_file = folder / "floor-plan.json"
+    plan_file.write_text(json.dumps(plan))
+    argv = [PYTHON, str(FLOOR_SCRIPT), str(subject.manifest), str(plan_file), str(certs[0]),
+            "--", *COMMAND]  # fmt: skip
+    began = time.time()
+    launched = launcher.start("floor", argv, env=dict(os.environ), cwd=folder)
+    try:
+        wait_until(lambda: launched.has_exited, timeout=START_SECONDS, interval=POLL_SECONDS,
+                   message=f"the floor on {subject.name} to exit")
+    finally:
+        launcher.stop(launched)
+    if launched.popen.returncode != 0:
+        raise BenchError(f"the floor on {subject.name} exited {launched.popen.returncode}:\n"
+                         f"{launched.tail()}")
+    return command_figures(launched.output(), began, subject)
+
+
+def command_figures(output: str, began: float, subject: Subject) -> tuple[float, float | None]:
+    """From :data:`COMMAND`'s output: seconds from ``began`` until it started, and its parent's
+    CPU seconds until then (``None`` without ``/proc``)."""
+    stamps = [line for line in output.splitlines() if line.replace(".", "", 1).isdigit()]
     if not stamps:
-        raise BenchError(f"devstack run's command printed no timestamp:\n{launched.tail()}")
-    command_at = float(stamps[-1])
-    threads = [line.split() for line in launched.output().splitlines()]
+        raise BenchError(f"the command on {subject.name} printed no timestamp:\n{output[-2000:]}")
+    threads = [line.split() for line in output.splitlines()]
     cpu_ns = [int(f[0]) for f in threads if len(f) == 3 and all(x.isdigit() for x in f)]
-    return command_at - began, ended - command_at, sum(cpu_ns) / 1e9 if cpu_ns else None
+    return float(stamps[-1]) - began, sum(cpu_ns) / 1e9 if cpu_ns else None
 
 
 def measure(launcher: Launcher, subject: Subject, home: Path, rounds: int) -> Figures:
@@ -192,13 +236,22 @@ def measure(launcher: Launcher, subject: Subject, home: Path, rounds: int) -> Fi
         return f"devstack run: command after {1000 * to_command:.0f} ms{used}, " \
                f"torn down in {1000 * teardown:.0f} ms"
 
+    def floor() -> str:
+        to_command, cpu = through_floor(launcher, subject, home, subject.manifest.parent)
+        found.floor_to_command.append(to_command)
+        used = ""
+        if cpu is not None:
+            found.floor_cpu.append(cpu)
+            used = f" (its CPU until then {1000 * cpu:.0f} ms)"
+        return f"the floor: command after {1000 * to_command:.0f} ms{used}"
+
     def theirs() -> str:
         ready, stop = on_their_own(launcher, subject)
         found.own_ready.append(ready)
         found.own_stop.append(stop)
         return f"on their own: ready in {1000 * ready:.0f} ms, stopped in {1000 * stop:.0f} ms"
 
-    steps: list[Callable[[], str]] = [ours, theirs]
+    steps: list[Callable[[], str]] = [ours, theirs, floor]
     for number in range(rounds):
         for step in steps if number % 2 == 0 else reversed(steps):
             logger.info("ci %s round %d/%d %s", subject.name, number + 1, rounds, step())
@@ -231,6 +284,12 @@ def tabulate(figures: Mapping[str, Figures], settings: CiSettings) -> Table:
         if found.cpu:
             table.add(Row(f"{name}: devstack's own CPU until CMD starts (every thread)",
                           1000 * statistics.median(found.cpu), None, "ms"))
+        if found.floor_to_command:
+            table.add(Row(f"{name}: the floor's start overhead (a bare Python orchestrator)",
+                          1000 * statistics.median(found.floor_overheads), None, "ms"))
+        if found.floor_cpu:
+            table.add(Row(f"{name}: the floor's CPU until CMD starts",
+                          1000 * statistics.median(found.floor_cpu), None, "ms"))
         table.add(Row(f"{name}: teardown, CMD's end to every process gone",
                       1000 * statistics.median(found.teardown), own_stop, "ms",
                       value_at_most(TEARDOWN_LIMIT_MS)))
@@ -239,12 +298,16 @@ def tabulate(figures: Mapping[str, Figures], settings: CiSettings) -> Table:
             f"{format_rounds([1000 * s for s in found.own_ready], 'ms')}, all exited after "
             f"SIGTERM in {format_rounds([1000 * s for s in found.own_stop], 'ms')}; devstack run "
             f"to CMD {format_rounds([1000 * s for s in found.to_command], 'ms')}, teardown "
-            f"{format_rounds([1000 * s for s in found.teardown], 'ms')}"
+            f"{format_rounds([1000 * s for s in found.teardown], 'ms')}; the floor to CMD "
+            f"{format_rounds([1000 * s for s in found.floor_to_command], 'ms')}"
         )
     table.note(
         "CMD is `sh -c 'date +%s.%N; cat /proc/$PPID/task/*/schedstat'` (it prints when it "
         "started, then devstack's CPU time so far); the services alone are "
         "started at once with their PORT and polled every 2 ms (health path, else the port); "
+        "the floor (bench/floor.py) reads the manifest with PyYAML, spawns the services, "
+        "listens with TLS on uvloop and polls them every 2 ms, nothing more: what any Python "
+        "orchestrator pays at least; "
         f"targets: start overhead <= {START_LIMIT_MS:.0f} ms, teardown <= "
         f"{TEARDOWN_LIMIT_MS:.0f} ms"
     )

@@ -218,12 +218,14 @@ def test_ci_table_takes_each_rounds_own_ready_from_its_time_to_the_command() -> 
     from bench import ci
 
     found = ci.Figures(own_ready=[1.0, 1.2, 0.9], own_stop=[0.05, 0.06, 0.04],
-                       to_command=[1.08, 1.25, 1.2], teardown=[0.15, 0.12, 0.3])
+                       to_command=[1.08, 1.25, 1.2], teardown=[0.15, 0.12, 0.3],
+                       floor_to_command=[1.05, 1.21, 1.0])  # fmt: skip
     table = ci.tabulate({"stack": found}, ci.QUICK)
     rows = {row.metric.split(": ", 1)[1].split(" (")[0]: row for row in table.rows}
     overhead = rows["start overhead"]
     assert overhead.ours == pytest.approx(80)  # per round: 80, 50, 300 ms; the median
     assert overhead.ok is True
+    assert rows["the floor's start overhead"].ours == pytest.approx(50)  # 50, 10, 100 ms
     teardown = rows["teardown, CMD's end to every process gone"]
     assert teardown.ours == pytest.approx(150) and teardown.theirs == pytest.approx(50)
     assert teardown.ok is True
