@@ -26,6 +26,7 @@ from pathlib import Path
 
 from bench import load, procfs
 from bench.contender import (
+    PYTHON,
     START_SECONDS,
     FrontDoor,
     devstack_ca,
@@ -48,6 +49,8 @@ FILES = (("1 KB", "1k.bin", 1024), ("64 KB", "64k.bin", 64 * 1024), ("1 MB", "1m
 TARGETS = {"1 KB": ratio_at_least(1.0), "64 KB": ratio_at_least(1.0), "1 MB": ratio_at_least(0.8)}
 NEW_CONNECTIONS = "new connections"
 NEW_CONNECTIONS_TARGET = ratio_at_least(1.0)
+FLOOR = "floor"
+TLS_FLOOR_SCRIPT = Path(__file__).with_name("tls_floor.py")
 
 
 @dataclass(frozen=True)
@@ -138,9 +141,28 @@ class ClosingWrk(load.Wrk):
         self._script.write_text('wrk.headers["Connection"] = "close"\n' + load.WRK_REPORT)
 
 
+def start_tls_floor(launcher: Launcher, home: Path, file: Path) -> FrontDoor:
+    """:mod:`bench.tls_floor` on a free port with devstack's certificate, serving ``file``."""
+    certs = sorted((home / "tls" / "certs").glob("*.pem"))
+    if not certs:
+        raise BenchError(f"no certificate in {home}/tls/certs: devstack up makes one first")
+    port = free_port()
+    launched = launcher.start("tls-floor", [PYTHON, str(TLS_FLOOR_SCRIPT), str(port),
+                                            str(certs[0]), str(file)])  # fmt: skip
+
+    def started() -> bool:
+        launched.check_running("starting")
+        return port_accepts(port)
+
+    wait_until(started, timeout=START_SECONDS, message=f"the TLS floor to listen on port {port}")
+    return FrontDoor(FLOOR, f"https://localhost:{port}/", cacert=devstack_ca(home),
+                     process=launched)  # fmt: skip
+
+
 @contextlib.contextmanager
-def running(launcher: Launcher, folder: Path) -> Iterator[tuple[FrontDoor, FrontDoor]]:
-    """devstack and Caddy serving the same files, each checked byte for byte first."""
+def running(launcher: Launcher, folder: Path) -> Iterator[tuple[FrontDoor, FrontDoor, FrontDoor]]:
+    """devstack and Caddy serving the same files, each checked byte for byte first; and the
+    TLS floor serving the 1 KB file."""
     files = folder / "files"
     contents = write_files(files)
     # Readable by others: Caddy and devstack run as this user, but keep the bench's rule.
@@ -156,39 +178,48 @@ def running(launcher: Launcher, folder: Path) -> Iterator[tuple[FrontDoor, Front
         caddy = start_caddy_files(launcher, folder / "caddy", files)
         assert caddy.process is not None
         try:
-            doors = (
-                FrontDoor("devstack", f"https://localhost:{proxy_port}/", devstack_ca(home),
-                          devstack),
-                caddy,
-            )
-            for door in doors:
-                for name, content in contents.items():
-                    status, body = load.fetch(door.url + name, door.cacert)
-                    if status != 200 or body != content:
-                        raise BenchError(
-                            f"{door.name} answered {status} with {len(body)} bytes for {name} "
-                            f"({len(content)} expected):\n"
-                            + (door.process.tail() if door.process else "")
-                        )
-            yield doors
+            floor = start_tls_floor(launcher, home, files / FILES[0][1])
+            assert floor.process is not None
+            try:
+                doors = (
+                    FrontDoor("devstack", f"https://localhost:{proxy_port}/", devstack_ca(home),
+                              devstack),
+                    caddy,
+                )
+                for door in doors:
+                    for name, content in contents.items():
+                        check(door, name, content)
+                check(floor, FILES[0][1], contents[FILES[0][1]])
+                yield (*doors, floor)
+            finally:
+                launcher.stop(floor.process)
         finally:
             launcher.stop(caddy.process)
     finally:
         stop_devstack(launcher, devstack)
 
 
+def check(door: FrontDoor, name: str, content: bytes) -> None:
+    status, body = load.fetch(door.url + name, door.cacert)
+    if status != 200 or body != content:
+        raise BenchError(
+            f"{door.name} answered {status} with {len(body)} bytes for {name} "
+            f"({len(content)} expected):\n" + (door.process.tail() if door.process else "")
+        )
+
+
 def run(launcher: Launcher, folder: Path, settings: StaticSettings) -> Table:
     folder.mkdir(parents=True, exist_ok=True)
     keep_alive, closing = load.Wrk(folder), ClosingWrk(folder)
     figures = Figures()
-    with running(launcher, folder) as doors:
+    with running(launcher, folder) as (devstack, caddy, floor):
+        doors = (devstack, caddy)
         for door in doors:
             keep_alive.run(door.url + FILES[0][1], connections=CONNECTIONS,
                            seconds=settings.warmup_seconds)  # fmt: skip
-        rows = [(label, name, keep_alive) for label, name, _ in FILES]
-        rows.append((NEW_CONNECTIONS, FILES[0][1], closing))
-        for label, name, wrk in rows:
-            measure(doors, label, name, wrk, settings, figures)
+        for label, name, _ in FILES:
+            measure(doors, label, name, keep_alive, settings, figures)
+        measure((*doors, floor), NEW_CONNECTIONS, FILES[0][1], closing, settings, figures)
     return tabulate(figures, settings)
 
 
@@ -229,6 +260,9 @@ def tabulate(figures: Figures, settings: StaticSettings) -> Table:
             metric = f"req/s, {label} file, {CONNECTIONS} connections"
         table.add(Row(metric, median(by_door["devstack"]), median(by_door["caddy"]), "req/s",
                       target))  # fmt: skip
+        if FLOOR in by_door:
+            table.add(Row(f"{metric}: the floor (a bare uvloop TLS server)",
+                          median(by_door[FLOOR]), median(by_door["caddy"]), "req/s"))
         cpu = figures.cpu_us[label]
         table.add(Row(f"server CPU per request, {label} (user + system)",
                       median(cpu["devstack"]), median(cpu["caddy"]), "us"))  # fmt: skip
@@ -236,6 +270,9 @@ def tabulate(figures: Figures, settings: StaticSettings) -> Table:
             f"{name} {format_rounds(values, 'req/s')}" for name, values in by_door.items()
         ) + _megabytes(by_door, sizes.get(label), median))  # fmt: skip
     table.note(f"wrk socket errors (connect/read/write/timeout): {figures.socket_errors}")
+    table.note("the floor (bench/tls_floor.py): uvloop's TLS with the ssl module, devstack's "
+               "certificate and one session ticket, the 1 KB file from memory in one write: "
+               "what a new connection costs any Python front door")
     return table
 
 
