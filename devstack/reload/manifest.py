@@ -1,12 +1,13 @@
-"""Edits to the manifest of a running stack: said at once, never applied behind the user's back.
+"""Edits to the manifest (and env files) of a running stack: said at once, never applied behind
+the user's back.
 
 A running stack keeps the manifest it started with: a changed port, command or route takes a
 restart of devstack, and half of a manifest applied is worse than none. But an edit must not go
 unnoticed either (a route added that answers 404, a typo the next start would refuse). So while
-``devstack up`` watches files, the manifest is checked every :data:`POLL_SECONDS` (a ``stat``: no
-thread, no watch on the project's folder), and each saved version is loaded, off the loop, and
-reported: what differs from the running stack and how to apply it, or, when it does not load, its
-errors, while the stack keeps running as it started.
+``devstack up`` watches files, the manifest and the env files its services read are checked every
+:data:`POLL_SECONDS` (a ``stat`` each: no thread, no watch on the project's folder), and each
+saved version is loaded, off the loop, and reported: what differs from the running stack and how
+to apply it, or, when it does not load, its errors, while the stack keeps running as it started.
 """
 
 from __future__ import annotations
@@ -61,21 +62,34 @@ def differences(running: StackSpec, edited: StackSpec) -> list[str]:
     return found
 
 
-def describe(running: StackSpec, path: Path) -> tuple[list[str], bool]:
-    """Load the manifest at ``path`` as saved now and say what that means for the stack running
-    from ``running``: the lines to show, and whether they report an error."""
-    name = path.name
+def followed_files(running: StackSpec) -> tuple[Path, ...]:
+    """What the running stack's configuration was read from: the manifest, then every env file
+    its services read (a ``Procfile``'s ``.env`` included)."""
+    files = [running.manifest_path]
+    for service in running.services.values():
+        for path in service.env_files:
+            path = path if path.is_absolute() else running.root / path
+            if path not in files:
+                files.append(path)
+    return tuple(files)
+
+
+def describe(running: StackSpec, changed: str) -> tuple[list[str], bool]:
+    """Load ``running``'s manifest (and its env files) as saved now and say what that means for
+    the running stack; ``changed`` names the files that changed. Returns the lines to show, and
+    whether they report an error."""
     try:
-        edited = loader.load(path).spec
+        edited = loader.load(running.manifest_path).spec
     except ManifestError as exc:
-        head = f"{name} changed and does not load; the stack keeps running as it started:"
+        head = f"{changed} changed and the manifest does not load; the stack keeps running as it " \
+               "started:"
         return [head, *str(exc).splitlines()], True
     found = differences(running, edited)
     if not found:
-        return [f"{name} changed; nothing in effect differs from the running stack"], False
+        return [f"{changed} changed; nothing in effect differs from the running stack"], False
     return [
-        f"{name} changed: {'; '.join(found)}. The running stack keeps the manifest it started "
-        "with: stop devstack and start it again to apply the edit"
+        f"{changed} changed: {'; '.join(found)}. The running stack keeps the configuration it "
+        "started with: stop devstack and start it again to apply the edit"
     ], False
 
 
@@ -86,23 +100,27 @@ async def watch_manifest(
     poll_seconds: float = POLL_SECONDS,
     started: asyncio.Event | None = None,
 ) -> None:
-    """Report each saved version of ``running``'s manifest until cancelled; ``started`` is set
-    once the version the stack runs is known (edits from then on are reported)."""
-    path = running.manifest_path
+    """Report each saved version of ``running``'s manifest and env files until cancelled;
+    ``started`` is set once the versions the stack runs are known (edits from then on are
+    reported)."""
+    files = followed_files(running)
     loop = asyncio.get_running_loop()
-    seen = identity(path)
+    seen = {path: identity(path) for path in files}
     if started is not None:
         started.set()
     while True:
         await asyncio.sleep(poll_seconds)
-        now = identity(path)
-        if now == seen or now is None:  # unchanged, or between an editor's delete and write
+        now = {path: identity(path) for path in files}
+        # A file missing for now is skipped: an editor between its delete and its write.
+        changed = [path for path in files if now[path] is not None and now[path] != seen[path]]
+        if not changed:
             continue
-        seen = now
+        seen.update((path, now[path]) for path in changed)
+        names = ", ".join(path.name for path in changed)
         try:
-            lines, is_error = await loop.run_in_executor(None, describe, running, path)
+            lines, is_error = await loop.run_in_executor(None, describe, running, names)
         except Exception as exc:  # a defect here must not take the running stack down with it
-            logger.exception("reading the edited manifest %s failed", path)
-            lines, is_error = [f"{path.name} changed; reading it failed: {exc!r}"], True
+            logger.exception("reading the edited manifest %s failed", running.manifest_path)
+            lines, is_error = [f"{names} changed; reading it failed: {exc!r}"], True
         for line in lines:
             report(line, is_error)

@@ -117,10 +117,12 @@ def test_edits_to_the_manifest_are_reported_and_the_stack_keeps_running(
     manifest.write_text(manifest.read_text().replace(
         "routes:", "  jobs:\n    command: sleep 1000\nroutes:"
     ))  # fmt: skip
-    run.wait_for("devstack.yaml changed: service jobs added. The running stack keeps the manifest "
-                 "it started with: stop devstack and start it again to apply the edit")
+    run.wait_for("devstack.yaml changed: service jobs added. The running stack keeps the "
+                 "configuration it started with: stop devstack and start it again to apply the "
+                 "edit")
     manifest.write_text("services: [\n")
-    run.wait_for("devstack.yaml changed and does not load; the stack keeps running as it started:")
+    run.wait_for("devstack.yaml changed and the manifest does not load; the stack keeps running as "
+                 "it started:")
     run.wait_for("invalid YAML")
     assert get(port) == "one"  # still served, as started
     assert run.interrupt() == 0

@@ -8,7 +8,13 @@ from pathlib import Path
 
 from devstack.manifest import loader
 from devstack.manifest.spec import StackSpec
-from devstack.reload.manifest import describe, differences, identity, watch_manifest
+from devstack.reload.manifest import (
+    describe,
+    differences,
+    followed_files,
+    identity,
+    watch_manifest,
+)
 
 RUNNING = """\
 services:
@@ -43,7 +49,7 @@ def test_a_comment_or_key_order_changes_nothing_in_effect(tmp_path: Path) -> Non
     )
     write(tmp_path, edited)
     assert differences(running, loader.load(tmp_path / "devstack.yaml").spec) == []
-    lines, is_error = describe(running, tmp_path / "devstack.yaml")
+    lines, is_error = describe(running, "devstack.yaml")
     assert lines == ["devstack.yaml changed; nothing in effect differs from the running stack"]
     assert not is_error
 
@@ -59,7 +65,7 @@ def test_services_added_removed_and_changed_and_routes_are_named(tmp_path: Path)
     assert found == [
         "services jobs, mail added", "service api removed", "service web changed", "routes changed"
     ]
-    lines, is_error = describe(running, tmp_path / "devstack.yaml")
+    lines, is_error = describe(running, "devstack.yaml")
     assert not is_error and len(lines) == 1
     assert lines[0].startswith("devstack.yaml changed: services jobs, mail added; service api")
     assert lines[0].endswith("stop devstack and start it again to apply the edit")
@@ -68,10 +74,11 @@ def test_services_added_removed_and_changed_and_routes_are_named(tmp_path: Path)
 def test_an_edit_that_does_not_load_is_reported_with_its_errors(tmp_path: Path) -> None:
     running = running_from(tmp_path)
     write(tmp_path, RUNNING.replace("command:", "comand:", 1))
-    lines, is_error = describe(running, tmp_path / "devstack.yaml")
+    lines, is_error = describe(running, "devstack.yaml")
     assert is_error
     assert lines[0] == (
-        "devstack.yaml changed and does not load; the stack keeps running as it started:"
+        "devstack.yaml changed and the manifest does not load; the stack keeps running as it "
+        "started:"
     )
     assert any(
         line.endswith(":3: services.web.comand: unknown key; did you mean 'command'?")
@@ -122,7 +129,34 @@ def test_each_saved_version_is_reported_once(tmp_path: Path) -> None:
     assert seen[0] == ("devstack.yaml changed; nothing in effect differs from the running stack",
                        False)  # fmt: skip
     assert seen[1] == (
-        "devstack.yaml changed and does not load; the stack keeps running as it started:", True
+        "devstack.yaml changed and the manifest does not load; the stack keeps running as it "
+        "started:", True
     )
     assert "invalid YAML" in seen[2][0] and seen[2][1]
     assert reported.empty()
+
+
+def test_the_env_files_the_services_read_are_followed_too(tmp_path: Path) -> None:
+    (tmp_path / "web.env").write_text("GREETING=hello\n")
+    with_env_file = RUNNING.replace("    port: 3000\n", "    port: 3000\n    env_file: web.env\n")
+    path = write(tmp_path, with_env_file)
+    running = loader.load(path).spec
+    assert followed_files(running) == (path.absolute(), (tmp_path / "web.env").absolute())
+    reported: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
+
+    async def main() -> tuple[str, bool]:
+        started = asyncio.Event()
+        task = asyncio.create_task(watch_manifest(
+            running, lambda line, error: reported.put_nowait((line, error)),
+            poll_seconds=0.01, started=started,
+        ))  # fmt: skip
+        try:
+            await asyncio.wait_for(started.wait(), 10)
+            (tmp_path / "web.env").write_text("GREETING=bonjour\n")
+            return await asyncio.wait_for(reported.get(), 10)
+        finally:
+            task.cancel()
+
+    line, is_error = asyncio.run(main())
+    assert line.startswith("web.env changed: service web changed. The running stack keeps")
+    assert not is_error
