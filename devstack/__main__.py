@@ -1,5 +1,3 @@
-import sys
+from devstack.cli import command
 
-from devstack.cli import main
-
-sys.exit(main())
+command()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,32 @@ def test_export_writes_to_stdout_the_same_bytes_every_time(devstack: DevstackRun
     assert first.stdout == again.stdout
     assert first.stdout.startswith("# Caddyfile for devstack.yaml")
     assert "startup.example.com {" in first.stdout
+
+
+@pytest.mark.parametrize("command", [["check"], ["export", "k8s"]])
+def test_what_devstack_wrote_to_a_pipe_is_all_there_when_it_exits(
+    devstack: DevstackRunner, tmp_path: Path, command: list[str]
+) -> None:
+    # devstack leaves with os._exit (no interpreter finalization: devstack.cli.leave). A pipe's
+    # stdout is block-buffered (unless PYTHONUNBUFFERED says otherwise, so not here): what was
+    # not flushed before would be lost. One short line, and more than a buffer's worth.
+    names = [f"service{i:02d}" for i in range(20)]
+    (tmp_path / "devstack.yaml").write_text("services:\n" + "".join(
+        f"  {name}:\n    command: python3 -m http.server $PORT\n" for name in names
+    ))  # fmt: skip
+    images = [arg for name in names for arg in ("--image", f"{name}=example/{name}:1")]
+    args = [*command, *(images if command[0] == "export" else [])]
+    env = {k: v for k, v in devstack.env.items() if k != "PYTHONUNBUFFERED"}
+    piped = subprocess.run([sys.executable, "-m", "devstack", *args], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert piped.returncode == 0, piped.stderr
+    if command[0] == "check":
+        assert piped.stdout == f"{tmp_path / 'devstack.yaml'}: ok: 20 service(s)\n"
+    else:
+        written = devstack.run(*args, "-o", "k8s.yaml", cwd=tmp_path)
+        assert written.returncode == 0, written.stderr
+        assert len(piped.stdout) > 16384  # more than a pipe's buffer
+        assert piped.stdout == (tmp_path / "k8s.yaml").read_text()
 
 
 def test_export_o_writes_a_file_or_a_folder_of_units(devstack: DevstackRunner,
