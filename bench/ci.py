@@ -30,7 +30,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.contender import PYTHON, devstack_argv, devstack_env, write_manifest
+from bench.contender import (
+    PYTHON,
+    devstack_argv,
+    devstack_certificate,
+    devstack_env,
+    write_manifest,
+)
 from bench.edit import EXAMPLES, NOT_COPIED
 from bench.errors import BenchError
 from bench.launcher import Launched, Launcher
@@ -92,12 +98,14 @@ class Figures:
     @property
     def overheads(self) -> list[float]:
         """Each round's start overhead: to the command, minus that round's own time to ready."""
-        return [ours - own for ours, own in zip(self.to_command, self.own_ready, strict=True)]
+        return self._minus_own_ready(self.to_command)
 
     @property
     def floor_overheads(self) -> list[float]:
-        return [ours - own for ours, own in zip(self.floor_to_command, self.own_ready,
-                                                strict=True)]  # fmt: skip
+        return self._minus_own_ready(self.floor_to_command)
+
+    def _minus_own_ready(self, to_command: list[float]) -> list[float]:
+        return [ours - own for ours, own in zip(to_command, self.own_ready, strict=True)]
 
 
 def example_stack(folder: Path) -> Subject:
@@ -166,18 +174,10 @@ def through_run(
     started (``None`` without ``/proc``)."""
     argv = devstack_argv("run", "--port", "0", "-f", str(subject.manifest), "--", *COMMAND)
     began = time.time()
-    launched = launcher.start("devstack-run", argv, env=devstack_env(home),
-                              cwd=subject.manifest.parent)
-    try:
-        wait_until(lambda: launched.has_exited, timeout=START_SECONDS, interval=POLL_SECONDS,
-                   message=f"devstack run on {subject.name} to exit")
-        ended = time.time()
-    finally:
-        launcher.stop(launched)
-    if launched.popen.returncode != 0:
-        raise BenchError(f"devstack run on {subject.name} exited {launched.popen.returncode}:\n"
-                         f"{launched.tail()}")
-    to_command, cpu = command_figures(launched.output(), began, subject)
+    output = run_to_end(launcher, "devstack run", subject, argv, env=devstack_env(home),
+                        cwd=subject.manifest.parent)  # fmt: skip
+    ended = time.time()
+    to_command, cpu = command_figures(output, began, subject)
     return to_command, ended - (began + to_command), cpu
 
 
@@ -186,28 +186,32 @@ def through_floor(
 ) -> tuple[float, float | None]:
     """:mod:`bench.floor` with :data:`COMMAND` on the subject's services (on free ports): seconds
     from its spawn until the command started, and its CPU seconds until then."""
-    certs = sorted((home / "tls" / "certs").glob("*.pem"))
-    if not certs:
-        raise BenchError(f"no certificate in {home}/tls/certs: devstack run makes one first")
     ports = free_ports(len(subject.services))
     plan = [{"command": service.command, "cwd": str(service.cwd), "port": port,
              "health": service.health}
             for service, port in zip(subject.services.values(), ports, strict=True)]  # fmt: skip
     plan_file = folder / "floor-plan.json"
     plan_file.write_text(json.dumps(plan))
-    argv = [PYTHON, str(FLOOR_SCRIPT), str(subject.manifest), str(plan_file), str(certs[0]),
-            "--", *COMMAND]  # fmt: skip
+    argv = [PYTHON, str(FLOOR_SCRIPT), str(subject.manifest), str(plan_file),
+            str(devstack_certificate(home)), "--", *COMMAND]  # fmt: skip
     began = time.time()
-    launched = launcher.start("floor", argv, env=dict(os.environ), cwd=folder)
+    output = run_to_end(launcher, "the floor", subject, argv, env=dict(os.environ), cwd=folder)
+    return command_figures(output, began, subject)
+
+
+def run_to_end(launcher: Launcher, what: str, subject: Subject, argv: list[str], *,
+               env: dict[str, str], cwd: Path) -> str:  # fmt: skip
+    """Run ``argv`` until it exits (it must succeed) and return its output."""
+    launched = launcher.start(what.replace(" ", "-"), argv, env=env, cwd=cwd)
     try:
         wait_until(lambda: launched.has_exited, timeout=START_SECONDS, interval=POLL_SECONDS,
-                   message=f"the floor on {subject.name} to exit")
+                   message=f"{what} on {subject.name} to exit")
     finally:
         launcher.stop(launched)
     if launched.popen.returncode != 0:
-        raise BenchError(f"the floor on {subject.name} exited {launched.popen.returncode}:\n"
+        raise BenchError(f"{what} on {subject.name} exited {launched.popen.returncode}:\n"
                          f"{launched.tail()}")
-    return command_figures(launched.output(), began, subject)
+    return launched.output()
 
 
 def command_figures(output: str, began: float, subject: Subject) -> tuple[float, float | None]:

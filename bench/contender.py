@@ -111,6 +111,15 @@ def stop_devstack(launcher: Launcher, devstack: Launched) -> None:
     launcher.stop(devstack)
 
 
+def devstack_certificate(home: Path) -> Path:
+    """A certificate (with its key) devstack issued and cached in ``home``: what the floors
+    serve with."""
+    certs = sorted((home / "tls" / "certs").glob("*.pem"))
+    if not certs:
+        raise BenchError(f"no certificate in {home}/tls/certs: a devstack run makes one first")
+    return certs[0]
+
+
 def devstack_ca(home: Path) -> Path:
     """The CA certificate ``devstack up`` made in ``home`` (``devstack ca``)."""
     done = subprocess.run(

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 POLL_SECONDS = 0.002
 
@@ -49,7 +50,7 @@ def main(argv: list[str]) -> int:
             process.wait()
 
 
-async def serve_then_run(plan: list[dict[str, object]], cert: str, command: list[str]) -> int:
+async def serve_then_run(plan: list[dict[str, Any]], cert: str, command: list[str]) -> int:
     import asyncio
     import ssl
 
@@ -57,14 +58,14 @@ async def serve_then_run(plan: list[dict[str, object]], cert: str, command: list
     context.load_cert_chain(cert)
     server = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0, ssl=context)
     try:
-        await asyncio.gather(*(ready(int(str(s["port"])), s.get("health")) for s in plan))
+        await asyncio.gather(*(ready(s["port"], s["health"]) for s in plan))
         process = await asyncio.create_subprocess_exec(*command)
         return await process.wait()
     finally:
         server.close()
 
 
-async def ready(port: int, health: object) -> None:
+async def ready(port: int, health: str | None) -> None:
     import asyncio
 
     head = f"GET {health} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()

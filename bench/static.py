@@ -30,6 +30,7 @@ from bench.contender import (
     START_SECONDS,
     FrontDoor,
     devstack_ca,
+    devstack_certificate,
     hello_service,
     start_devstack,
     stop_devstack,
@@ -143,12 +144,9 @@ class ClosingWrk(load.Wrk):
 
 def start_tls_floor(launcher: Launcher, home: Path, file: Path) -> FrontDoor:
     """:mod:`bench.tls_floor` on a free port with devstack's certificate, serving ``file``."""
-    certs = sorted((home / "tls" / "certs").glob("*.pem"))
-    if not certs:
-        raise BenchError(f"no certificate in {home}/tls/certs: devstack up makes one first")
     port = free_port()
-    launched = launcher.start("tls-floor", [PYTHON, str(TLS_FLOOR_SCRIPT), str(port),
-                                            str(certs[0]), str(file)])  # fmt: skip
+    argv = [PYTHON, str(TLS_FLOOR_SCRIPT), str(port), str(devstack_certificate(home)), str(file)]
+    launched = launcher.start("tls-floor", argv)
 
     def started() -> bool:
         launched.check_running("starting")

@@ -218,7 +218,6 @@ class Stack:
         # and a lower p99 through the proxy).
         gc.freeze()
 
-
     @property
     def watches_manifest(self) -> bool:
         """``up`` reports edits to its manifest (``run``, and ``--no-watch``, do not)."""

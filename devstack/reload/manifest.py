@@ -25,7 +25,7 @@ from devstack.manifest.spec import StackSpec
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
-"""How often the manifest's ``stat`` is compared with the last one seen."""
+"""How often each followed file's ``stat`` is compared with the last one seen."""
 
 Report = Callable[[str, bool], None]
 """Takes a line to show and whether it reports an error."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from devstack.manifest import loader
@@ -39,6 +41,23 @@ def write(folder: Path, text: str) -> Path:
 
 def running_from(folder: Path) -> StackSpec:
     return loader.load(write(folder, RUNNING)).spec
+
+
+@asynccontextmanager
+async def watching(running: StackSpec) -> AsyncIterator[asyncio.Queue[tuple[str, bool]]]:
+    """:func:`watch_manifest` on ``running``, polling every 10 ms, once it knows what runs; what
+    it reports arrives in the queue yielded."""
+    reported: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
+    started = asyncio.Event()
+    task = asyncio.create_task(watch_manifest(
+        running, lambda line, error: reported.put_nowait((line, error)),
+        poll_seconds=0.01, started=started,
+    ))  # fmt: skip
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        yield reported
+    finally:
+        task.cancel()
 
 
 def test_a_comment_or_key_order_changes_nothing_in_effect(tmp_path: Path) -> None:
@@ -106,24 +125,16 @@ def test_a_save_within_the_same_second_and_a_rename_over_the_file_change_its_ide
 def test_each_saved_version_is_reported_once(tmp_path: Path) -> None:
     running = running_from(tmp_path)
     path = tmp_path / "devstack.yaml"
-    reported: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
 
     async def main() -> list[tuple[str, bool]]:
-        started = asyncio.Event()
-        task = asyncio.create_task(watch_manifest(
-            running, lambda line, error: reported.put_nowait((line, error)),
-            poll_seconds=0.01, started=started,
-        ))  # fmt: skip
-        try:
-            await asyncio.wait_for(started.wait(), 10)
+        async with watching(running) as reported:
             path.write_text(RUNNING + "# edited\n")
             seen = [await asyncio.wait_for(reported.get(), 10)]
             path.write_text("services: [\n")
             seen.append(await asyncio.wait_for(reported.get(), 10))
             seen.append(await asyncio.wait_for(reported.get(), 10))
+            assert reported.empty()
             return seen
-        finally:
-            task.cancel()
 
     seen = asyncio.run(main())
     assert seen[0] == ("devstack.yaml changed; nothing in effect differs from the running stack",
@@ -133,7 +144,6 @@ def test_each_saved_version_is_reported_once(tmp_path: Path) -> None:
         "started:", True
     )
     assert "invalid YAML" in seen[2][0] and seen[2][1]
-    assert reported.empty()
 
 
 def test_the_env_files_the_services_read_are_followed_too(tmp_path: Path) -> None:
@@ -142,20 +152,11 @@ def test_the_env_files_the_services_read_are_followed_too(tmp_path: Path) -> Non
     path = write(tmp_path, with_env_file)
     running = loader.load(path).spec
     assert followed_files(running) == (path.absolute(), (tmp_path / "web.env").absolute())
-    reported: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
 
     async def main() -> tuple[str, bool]:
-        started = asyncio.Event()
-        task = asyncio.create_task(watch_manifest(
-            running, lambda line, error: reported.put_nowait((line, error)),
-            poll_seconds=0.01, started=started,
-        ))  # fmt: skip
-        try:
-            await asyncio.wait_for(started.wait(), 10)
+        async with watching(running) as reported:
             (tmp_path / "web.env").write_text("GREETING=bonjour\n")
             return await asyncio.wait_for(reported.get(), 10)
-        finally:
-            task.cancel()
 
     line, is_error = asyncio.run(main())
     assert line.startswith("web.env changed: service web changed. The running stack keeps")
