@@ -76,7 +76,10 @@ async def wait_out_backoff(
 
     def backing_off() -> bool:
         status = supervisor.status(name)
-        return status.state is ServiceState.BACKOFF and status.restarts == restarts
+        # The backoff's sleep starts in a task of its own, a turn of the loop after the state
+        # says BACKOFF: wait until the clock holds it too.
+        return (status.state is ServiceState.BACKOFF and status.restarts == restarts
+                and bool(clock.pending))  # fmt: skip
 
     await async_wait_until(backing_off, message=f"{name} to back off before restart {restarts}")
     delay = clock.pending[0]
